@@ -1,0 +1,1 @@
+"""Pure numpy kernels of the method (no Spark import): statistics, masks, tournament, metrics."""

@@ -1,0 +1,61 @@
+"""Unit normalisation and base cosine assignment (METHOD.md steps 1 and 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; a zero row stays zero (validation quarantines those upstream)."""
+    x = np.asarray(x)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1).astype(x.dtype)
+
+
+@dataclass(frozen=True)
+class BaseAssignment:
+    best: np.ndarray  # (n,) int class index, argmax cosine (first index on ties)
+    best_cosine: np.ndarray  # (n,)
+    margin: np.ndarray  # (n,) best minus second-best cosine, >= 0
+
+
+def base_assign(x_unit: np.ndarray, class_unit: np.ndarray) -> BaseAssignment:
+    """Cosine argmax of unit rows x against unit class vectors, with the top-2 margin."""
+    cos = x_unit @ class_unit.T
+    best = np.argmax(cos, axis=1)
+    rows = np.arange(cos.shape[0])
+    best_cos = cos[rows, best]
+    if cos.shape[1] > 1:
+        second = np.partition(cos, cos.shape[1] - 2, axis=1)[:, -2]
+    else:
+        second = np.full_like(best_cos, -np.inf)
+    return BaseAssignment(best, best_cos, best_cos - second)
+
+
+def confident(assign: BaseAssignment, min_cosine: float, min_margin: float) -> np.ndarray:
+    """Mask of items whose base answer may feed the class statistics (METHOD.md step 2)."""
+    return (assign.best_cosine >= min_cosine) & (assign.margin >= min_margin)
+
+
+MARGIN_BINS = 4096  # margins lie in [0, 2]: resolution ~5e-4 for the quantile form of min_margin
+
+
+def margin_histogram(margin: np.ndarray) -> np.ndarray:
+    """Counts of margins in MARGIN_BINS fixed bins over [0, 2]; sums merge exactly across partitions."""
+    idx = np.clip((np.asarray(margin, np.float64) * (MARGIN_BINS / 2.0)).astype(np.int64), 0, MARGIN_BINS - 1)
+    return np.bincount(idx, minlength=MARGIN_BINS).astype(np.int64)
+
+
+def margin_quantile(histogram: np.ndarray, q: float) -> float:
+    """Lower edge of the bin holding quantile q: items strictly below it are the dropped share.
+
+    Uses the bin's lower edge so that `margin >= threshold` keeps at least the (1 - q) share.
+    """
+    total = int(histogram.sum())
+    if total == 0 or q <= 0:
+        return 0.0
+    cumulative = np.cumsum(histogram)
+    bin_index = int(np.searchsorted(cumulative, q * total, side="left"))
+    return bin_index * (2.0 / MARGIN_BINS)

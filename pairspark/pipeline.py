@@ -1,0 +1,179 @@
+"""The three stages as functions of (SparkSession, paths, settings): fit, classify, evaluate, run.
+
+The CLI and the spark-submit jobs call these; each stage publishes its output atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyspark
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pairspark import __version__
+from pairspark.config import Settings, View, format_views
+from pairspark.errors import UsageError
+from pairspark.spark.classify import classify_items, primary_method
+from pairspark.spark.evaluate import evaluate_predictions
+from pairspark.spark.fit import fit_views
+from pairspark.spark.io import REASON, check_item_dims, invalid_reason, load_classes, prepare_items, read_parquet
+from pairspark.spark.model_io import load_model, model_view_meta, save_model
+from pairspark.spark.storage import FileSystem, atomic_output
+
+log = logging.getLogger("pairspark")
+
+PREDICTIONS_INFO = "_pairspark.json"  # '_' prefix: ignored by Spark, pandas and pyarrow readers
+
+
+@contextmanager
+def _stage(name: str):
+    start = time.perf_counter()
+    facts: dict = {}
+    yield facts
+    details = " ".join(f"{k}={v}" for k, v in facts.items())
+    log.info("%s done in %.1fs %s", name, time.perf_counter() - start, details)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "pairspark": __version__,
+        "python": platform.python_version(),
+        "pyspark": pyspark.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "pyarrow": pa.__version__,
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _configure(spark: SparkSession, settings: Settings) -> None:
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.arrow_batch_size))
+
+
+def _maybe_repartition(df: DataFrame, settings: Settings) -> DataFrame:
+    return df.repartition(settings.partitions) if settings.partitions else df
+
+
+def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[View], out: str, settings: Settings) -> dict:
+    _configure(spark, settings)
+    with _stage("fit") as facts:
+        items = read_parquet(spark, items_path, "items")
+        tables = load_classes(spark, classes_path, views)
+        dims = {name: t.dim for name, t in tables.items()}
+        prepared = prepare_items(items, views, dims)
+        check_item_dims(prepared, views, dims)
+        result = fit_views(_maybe_repartition(prepared, settings), views, tables, settings)
+        fs = FileSystem(spark)
+        meta = {
+            "created_at": _now(),
+            "settings": settings.to_json(),
+            "views": [model_view_meta(v, result.confident_items[v.name]) for v in result.views],
+            "views_spec": format_views(views),
+            "inputs": {"items": fs.qualify(items_path), "classes": fs.qualify(classes_path)},
+            "counts": {"valid_items": result.valid_items},
+            "versions": _versions(),
+        }
+        with atomic_output(spark, out) as staging:
+            save_model(spark, result.views, meta, staging)
+        facts.update(valid_items=result.valid_items, confident=result.confident_items, out=out)
+    return meta
+
+
+def classify(
+    spark: SparkSession,
+    items_path: str,
+    model_dir: str,
+    out: str,
+    settings: Settings,
+    label_col: str | None = None,
+    quarantine_out: str | None = None,
+) -> dict:
+    """Predictions for every valid item into `out`; invalid rows, with a reason, into
+    `quarantine_out` (default OUT.quarantine), published first so the predictions' counts refer to it."""
+    quarantine_out = quarantine_out or f"{out.rstrip('/')}.quarantine"
+    _configure(spark, settings)
+    with _stage("classify") as facts:
+        views, meta = load_model(spark, model_dir)
+        items = read_parquet(spark, items_path, "items")
+        view_specs = [View(v.name, v.column) for v in views]
+        dims = {v.name: v.dim for v in views}
+        prepared = _maybe_repartition(prepare_items(items, view_specs, dims, extra=[label_col] if label_col else []), settings)
+        check_item_dims(prepared, view_specs, dims)
+        methods = settings.methods
+        predictions = classify_items(spark, prepared, views, methods, settings.seed, label_col)
+        quarantine = items.withColumn(REASON, invalid_reason(view_specs, dims)).where(F.col(REASON).isNotNull())
+        with atomic_output(spark, quarantine_out) as staging:
+            quarantine.write.parquet(staging)
+            reasons = {r[REASON]: r["count"] for r in spark.read.parquet(staging).groupBy(REASON).count().collect()}
+        with atomic_output(spark, out) as staging:
+            predictions.write.parquet(staging)
+            classified = spark.read.parquet(staging).count()
+            info = {
+                "created_at": _now(),
+                "views": [v.name for v in views],
+                "methods": list(methods),
+                "primary_method": primary_method(methods),
+                "label_column": label_col,
+                "class_ids": views[0].class_ids,
+                "seed": settings.seed,
+                "model": FileSystem(spark).qualify(model_dir),
+                "items": FileSystem(spark).qualify(items_path),
+                "quarantine": FileSystem(spark).qualify(quarantine_out),
+                "counts": {
+                    "items_in": classified + sum(reasons.values()),
+                    "classified": classified,
+                    "quarantined": sum(reasons.values()),
+                    "quarantined_by_reason": dict(sorted(reasons.items())),
+                },
+                "versions": _versions(),
+            }
+            FileSystem(spark).write_json(f"{staging}/{PREDICTIONS_INFO}", info)
+        facts.update(**{k: v for k, v in info["counts"].items() if k != "quarantined_by_reason"}, out=out)
+    return info
+
+
+def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str | None = None) -> dict:
+    with _stage("evaluate") as facts:
+        fs = FileSystem(spark)
+        info_path = f"{predictions_dir}/{PREDICTIONS_INFO}"
+        if not fs.exists(info_path):
+            raise UsageError(f"{predictions_dir} holds no pairspark predictions ({PREDICTIONS_INFO} missing)")
+        info = fs.read_json(info_path)
+        predictions = read_parquet(spark, predictions_dir, "predictions")
+        label_col = label_col or info.get("label_column")
+        report = evaluate_predictions(predictions, info["views"], info["methods"], info["class_ids"], label_col)
+        report["counts"].update({k: v for k, v in info["counts"].items() if k != "classified"})
+        report["primary_method"] = info["primary_method"]
+        report["predictions"] = fs.qualify(predictions_dir)
+        report["created_at"] = _now()
+        with atomic_output(spark, out) as staging:
+            fs.mkdirs(staging)
+            fs.write_json(f"{staging}/metrics.json", report)
+        facts.update(items=report["counts"]["items"], out=out)
+    return report
+
+
+def run(
+    spark: SparkSession,
+    items_path: str,
+    classes_path: str,
+    views: list[View],
+    out: str,
+    settings: Settings,
+    label_col: str | None = None,
+) -> dict:
+    out = out.rstrip("/")
+    fit(spark, items_path, classes_path, views, f"{out}/model", settings)
+    classify(spark, items_path, f"{out}/model", f"{out}/predictions", settings, label_col, f"{out}/quarantine")
+    return evaluate(spark, f"{out}/predictions", f"{out}/report", label_col)

@@ -1,0 +1,1 @@
+"""Spark glue: the only package that imports pyspark."""

@@ -1,0 +1,71 @@
+"""Evaluate: confusion matrices by grouped counts in Spark, metrics from them on the driver."""
+
+from __future__ import annotations
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pairspark.core.metrics import metrics_from_confusion
+from pairspark.errors import UsageError
+
+
+def confusion_from_spark(df: DataFrame, reference: str, predicted: str, classes: list[str]) -> tuple[np.ndarray, list[str], int]:
+    """Confusion matrix of two string columns; values outside `classes` are appended in sorted order.
+
+    Rows where either column is null are left out and counted (third return value).
+    """
+    rows = df.groupBy(reference, predicted).count().collect()
+    missing = sum(r["count"] for r in rows if r[reference] is None or r[predicted] is None)
+    known = set(classes)
+    extra = sorted({v for r in rows for v in (r[reference], r[predicted]) if v is not None and v not in known})
+    order = list(classes) + extra
+    index = {c: i for i, c in enumerate(order)}
+    confusion = np.zeros((len(order), len(order)), dtype=np.int64)
+    for r in rows:
+        if r[reference] is not None and r[predicted] is not None:
+            confusion[index[r[reference]], index[r[predicted]]] += r["count"]
+    return confusion, order, int(missing)
+
+
+def _scored(df: DataFrame, reference: str, predicted: str, classes: list[str]) -> dict:
+    confusion, order, missing = confusion_from_spark(df, reference, predicted, classes)
+    metrics = metrics_from_confusion(confusion, order)
+    metrics["reference_column"], metrics["predicted_column"] = reference, predicted
+    metrics["rows_skipped_null"] = missing
+    return metrics
+
+
+def evaluate_predictions(
+    predictions: DataFrame,
+    view_names: list[str],
+    methods: list[str],
+    classes: list[str],
+    label_col: str | None = None,
+) -> dict:
+    """metrics.json content: counts, agreement (second view is the reference), and vs_label."""
+    predictions = predictions.cache()
+    try:
+        report: dict = {"counts": {"items": predictions.count()}, "views": view_names, "methods": methods}
+        if len(view_names) == 2:
+            predicted_view, reference_view = view_names
+            report["agreement"] = {
+                "reference_view": reference_view,
+                "predicted_view": predicted_view,
+                **{m: _scored(predictions, f"{reference_view}_{m}", f"{predicted_view}_{m}", classes) for m in methods},
+            }
+        if label_col:
+            if label_col not in predictions.columns:
+                raise UsageError(
+                    f"predictions have no label column {label_col!r} (columns: {', '.join(predictions.columns)}); "
+                    "pass --label-col to classify as well"
+                )
+            report["label_column"] = label_col
+            report["counts"]["labelled"] = predictions.where(F.col(label_col).isNotNull()).count()
+            report["vs_label"] = {
+                v: {m: _scored(predictions, label_col, f"{v}_{m}", classes) for m in methods} for v in view_names
+            }
+        return report
+    finally:
+        predictions.unpersist()
+
