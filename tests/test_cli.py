@@ -1,0 +1,48 @@
+"""The console script as a user runs it: a fresh JVM, real exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.synthetic import make_catalog, write_catalog
+
+PAIRSPARK = shutil.which("pairspark", path=str(Path(sys.executable).parent)) or "pairspark"
+
+
+def _run(*args, cwd):
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    return subprocess.run([PAIRSPARK, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_console_script_runs_the_pipeline_and_reports_bad_paths(tmp_path):
+    items, classes, _ = make_catalog(300, 8, 4, seed=3)
+    items_path, classes_path = write_catalog(tmp_path / "data", items, classes)
+    conf = tmp_path / "my.toml"
+    conf.write_text('[pairspark]\nratio_threshold = 1.3\nseed = 4\n')
+    done = _run(
+        "run", "--items", items_path, "--classes", classes_path, "--views", "image=image_embedding,text=text_embedding",
+        "--out", str(tmp_path / "out"), "--label-col", "label", "--config", str(conf), "--seed", "7",
+        "--master", "local[2]", cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "agreement pairwise" in done.stdout
+    metrics = json.loads((tmp_path / "out" / "report" / "metrics.json").read_text())
+    assert metrics["counts"]["items"] == 300
+    meta = json.loads((tmp_path / "out" / "model" / "meta.json").read_text())
+    assert meta["settings"]["ratio_threshold"] == 1.3 and meta["settings"]["seed"] == 7  # file, then flag
+    assert "fit done in" in done.stderr and "classify done in" in done.stderr
+
+    bad = _run("fit", "--items", str(tmp_path / "missing.parquet"), "--classes", classes_path, "--views", "image=image_embedding",
+               "--out", str(tmp_path / "m"), "--master", "local[1]", cwd=tmp_path)
+    assert bad.returncode == 2
+    error_lines = [line for line in bad.stderr.splitlines() if line.startswith("pairspark fit: error:")]
+    assert len(error_lines) == 1 and "missing.parquet" in error_lines[0]
+    assert "Traceback" not in bad.stderr

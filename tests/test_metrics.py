@@ -1,0 +1,41 @@
+import numpy as np
+
+from pairspark.core.metrics import confusion_matrix, metrics_from_confusion
+
+
+def brute_metrics(y_true, y_pred, classes):
+    """Weighted and macro F1 from their definitions, class by class."""
+    f1s, weights = [], []
+    for c in classes:
+        tp = sum(t == c and p == c for t, p in zip(y_true, y_pred))
+        pred = sum(p == c for p in y_pred)
+        sup = sum(t == c for t in y_true)
+        prec = tp / pred if pred else 0.0
+        rec = tp / sup if sup else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        if pred or sup:
+            f1s.append(f1)
+        weights.append((f1, sup))
+    weighted = sum(f * s for f, s in weights) / len(y_true)
+    return weighted, sum(f1s) / len(f1s), sum(t == p for t, p in zip(y_true, y_pred)) / len(y_true)
+
+
+def test_metrics_match_their_definitions_on_random_labels():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        k = int(rng.integers(2, 7))
+        y_true = rng.integers(0, k, 200)
+        y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, k, 200))
+        m = metrics_from_confusion(confusion_matrix(y_true, y_pred, k + 1), [str(i) for i in range(k + 1)])
+        weighted, macro, acc = brute_metrics(y_true.tolist(), y_pred.tolist(), list(range(k + 1)))
+        assert abs(m["weighted_f1"] - weighted) < 1e-12
+        assert abs(m["macro_f1"] - macro) < 1e-12
+        assert abs(m["accuracy"] - acc) < 1e-12
+        assert m["per_class"][str(k)]["support"] == 0  # the unused class is reported, not averaged
+
+
+def test_perfect_agreement_scores_one():
+    y = np.array([0, 1, 2, 2, 1])
+    m = metrics_from_confusion(confusion_matrix(y, y, 3), ["a", "b", "c"])
+    assert m["weighted_f1"] == m["macro_f1"] == m["accuracy"] == 1.0
+    assert m["confusion"] == [[1, 0, 0], [0, 2, 0], [0, 0, 2]]

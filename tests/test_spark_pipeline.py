@@ -1,0 +1,226 @@
+"""The Spark stages against numpy references on synthetic catalogs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from chispa import assert_df_equality
+
+from pairspark import pipeline
+from pairspark.config import View, load_settings
+from pairspark.errors import UsageError
+from pairspark.spark.storage import atomic_output
+from tests.synthetic import make_catalog, write_catalog
+
+VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    items, classes, truth = make_catalog(600, 16, 5, seed=11)
+    # class c04 gets no item at all: an empty class must still be handled
+    keep = truth != 4
+    items = {k: (v[keep] if isinstance(v, np.ndarray) else [x for x, m in zip(v, keep) if m]) for k, v in items.items()}
+    for column in ("image_embedding", "text_embedding"):  # and its prompt points away from every item
+        classes[column][4] = -items[column].mean(axis=0)
+    paths = write_catalog(tmp_path_factory.mktemp("catalog"), items, classes)
+    return paths, items, classes
+
+
+def numpy_moments(x, class_vectors):
+    """Float64 reference: unit rows, cosine argmax, per-class count, mean and population variance."""
+    x = x.astype(np.float64)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    t = class_vectors.astype(np.float64)
+    t = t / np.linalg.norm(t, axis=1, keepdims=True)
+    best = np.argmax(unit @ t.T, axis=1)
+    out = {}
+    for c in range(len(t)):
+        rows = unit[best == c]
+        out[c] = (len(rows), rows.mean(axis=0) if len(rows) else None, rows.var(axis=0) if len(rows) else None)
+    return out
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 8])
+def test_spark_stats_equal_numpy_stats_for_any_partitioning(spark, catalog, tmp_path, partitions):
+    (items_path, classes_path), items, classes = catalog
+    settings = load_settings(None, {"min_margin": "0", "min_cosine": -1, "partitions": partitions})
+    meta = pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "model"), settings)
+    stats = pd.read_parquet(tmp_path / "model" / "stats.parquet")
+    assert meta["counts"]["valid_items"] == len(items["item_id"])
+    for view in VIEWS:
+        reference = numpy_moments(items[view.column], classes[view.column])
+        rows = stats[stats["view"] == view.name].set_index("class_id")
+        for c, (count, mean, var) in reference.items():
+            row = rows.loc[f"c{c:02d}"]
+            assert row["count"] == count
+            if count:
+                np.testing.assert_allclose(np.asarray(row["sum"]) / count, mean, rtol=1e-5, atol=1e-7)
+                np.testing.assert_allclose(np.asarray(row["m2"]) / count, var, rtol=1e-4, atol=1e-8)
+                sumsq = np.asarray(row["sumsq"])
+                np.testing.assert_allclose(sumsq / count, var + mean**2, rtol=1e-5, atol=1e-7)
+    assert rows.loc["c04", "count"] == 0  # the empty class is present, with zeros
+    masks = pd.read_parquet(tmp_path / "model" / "masks.parquet")
+    assert len(masks) == 2 * 10  # two views, C(5, 2) pairs each
+    assert (masks["class_a"] < masks["class_b"]).all()
+    empty_pairs = masks[(masks["class_b"] == "c04")]
+    assert all(list(d) == list(range(16)) for d in empty_pairs["dims"])  # empty class: all dims
+    assert all(list(d) == sorted(d) and len(d) >= 8 for d in masks["dims"])
+
+
+def test_quantile_margin_keeps_about_the_rest(spark, catalog, tmp_path):
+    (items_path, classes_path), items, _ = catalog
+    meta = pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), load_settings(None, {"min_margin": "30%"}))
+    for view in meta["views"]:
+        share = view["confident_items"] / len(items["item_id"])
+        assert 0.68 <= share <= 0.72, share
+        assert view["min_margin_used"] > 0
+
+
+def test_predictions_do_not_depend_on_partitioning(spark, catalog, tmp_path):
+    (items_path, classes_path), _, _ = catalog
+    frames = []
+    for partitions in (1, 3, 8):
+        settings = load_settings(None, {"partitions": partitions, "seed": 5})
+        out = tmp_path / f"run{partitions}"
+        pipeline.run(spark, items_path, classes_path, VIEWS, str(out), settings, label_col="label")
+        frames.append(spark.read.parquet(str(out / "predictions")).orderBy("item_id"))
+    for other in frames[1:]:
+        assert_df_equality(frames[0], other)
+    # and a different seed does change some pairwise answers (the bracket is really seeded)
+    settings = load_settings(None, {"seed": 6})
+    pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / "seed6"), settings)
+    a = frames[0].select("item_id", "image_pairwise").toPandas()
+    b = spark.read.parquet(str(tmp_path / "seed6" / "predictions")).orderBy("item_id").select("item_id", "image_pairwise").toPandas()
+    assert (a["item_id"] == b["item_id"]).all()
+
+
+def test_base_predictions_equal_numpy_cosine_argmax(spark, catalog, tmp_path):
+    (items_path, classes_path), items, classes = catalog
+    pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / "r"), load_settings(None, {"methods": "base"}))
+    pred = pd.read_parquet(tmp_path / "r" / "predictions").set_index("item_id").loc[items["item_id"]]
+    for view in VIEWS:
+        x = items[view.column].astype(np.float64)
+        t = classes[view.column].astype(np.float64)
+        cos = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (t / np.linalg.norm(t, axis=1, keepdims=True)).T
+        expected = [f"c{i:02d}" for i in cos.argmax(axis=1)]
+        assert pred[f"{view.name}_base"].tolist() == expected
+        assert pred[f"{view.name}_class"].tolist() == expected  # base is primary when pairwise is off
+        np.testing.assert_allclose(pred[f"{view.name}_base_cosine"], cos.max(axis=1), atol=1e-5)
+        assert f"{view.name}_pairwise" not in pred.columns
+
+
+def _write_bad_catalog(folder):
+    good = [0.1, 0.2, 0.3, 0.4]
+    rows = [
+        ("ok-1", good, good),
+        ("ok-2", [0.4, 0.3, 0.2, 0.1], [0.1, 0.1, 0.9, 0.1]),
+        ("null-vec", None, good),
+        ("short", [0.1, 0.2, 0.3], good),
+        ("nan", [0.1, float("nan"), 0.3, 0.4], good),
+        ("inf", good, [0.1, float("inf"), 0.3, 0.4]),
+        ("null-elem", [0.1, None, 0.3, 0.4], good),
+        ("zero", good, [0.0, 0.0, 0.0, 0.0]),
+        (None, good, good),
+    ]
+    vec = pa.list_(pa.float32())
+    items = pa.table(
+        {
+            "item_id": pa.array([r[0] for r in rows]),
+            "image_embedding": pa.array([r[1] for r in rows], vec),
+            "text_embedding": pa.array([r[2] for r in rows], vec),
+        }
+    )
+    classes = pa.table(
+        {
+            "class_id": ["a", "b", "c"],
+            "image_embedding": pa.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]], vec),
+            "text_embedding": pa.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]], vec),
+        }
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(items, folder / "items.parquet")
+    pq.write_table(classes, folder / "classes.parquet")
+    return str(folder / "items.parquet"), str(folder / "classes.parquet")
+
+
+def test_bad_rows_are_quarantined_with_a_reason_and_every_row_is_counted(spark, tmp_path):
+    items_path, classes_path = _write_bad_catalog(tmp_path / "bad")
+    report = pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / "out"), load_settings(None, {"min_margin": "0"}))
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine")
+    reasons = dict(zip(quarantine["item_id"].fillna("<null>"), quarantine["reason"]))
+    assert reasons == {
+        "null-vec": "image:null_vector",
+        "short": "image:wrong_length:3!=4",
+        "nan": "image:non_finite",
+        "inf": "text:non_finite",
+        "null-elem": "image:null_element",
+        "zero": "text:zero_vector",
+        "<null>": "null_item_id",
+    }
+    assert set(quarantine.columns) >= {"item_id", "image_embedding", "text_embedding", "reason"}
+    counts = report["counts"]
+    assert counts["items"] == 2 and counts["quarantined"] == 7 and counts["items_in"] == 9
+    assert counts["quarantined_by_reason"]["image:non_finite"] == 1
+    assert sorted(pd.read_parquet(tmp_path / "out" / "predictions")["item_id"]) == ["ok-1", "ok-2"]
+
+
+def test_input_problems_are_usage_errors(spark, catalog, tmp_path):
+    (items_path, classes_path), _, _ = catalog
+    settings = load_settings()
+    with pytest.raises(UsageError, match="cannot read items"):
+        pipeline.fit(spark, str(tmp_path / "nope.parquet"), classes_path, VIEWS, str(tmp_path / "m"), settings)
+    with pytest.raises(UsageError, match="no column"):
+        pipeline.fit(spark, items_path, classes_path, [View("image", "missing_col")], str(tmp_path / "m"), settings)
+    with pytest.raises(UsageError, match="classes table has no column 'colour'"):
+        pipeline.fit(spark, items_path, classes_path, [View("colour", "colour_embedding")], str(tmp_path / "m"), settings)
+    small = tmp_path / "c3.parquet"
+    pq.write_table(pa.table({"class_id": ["a", "b"], "image_embedding": pa.array([[1.0, 0, 0], [0, 1.0, 0]], pa.list_(pa.float32()))}), small)
+    with pytest.raises(UsageError, match="16-d vectors but the classes' vectors are 3-d"):
+        pipeline.fit(spark, items_path, str(small), [View("image", "image_embedding")], str(tmp_path / "m"), settings)
+    dup = tmp_path / "dup.parquet"
+    pq.write_table(pa.table({"class_id": ["a", "a"], "image_embedding": pa.array([[1.0, 0, 0], [0, 1.0, 0]], pa.list_(pa.float32()))}), dup)
+    with pytest.raises(UsageError, match="repeats class_id a"):
+        pipeline.fit(spark, items_path, str(dup), [View("image", "image_embedding")], str(tmp_path / "m"), settings)
+
+
+def test_a_failed_write_leaves_the_previous_output_in_place(spark, tmp_path):
+    final = str(tmp_path / "out")
+    with atomic_output(spark, final) as staging:
+        spark.range(3).write.parquet(staging)
+    with pytest.raises(RuntimeError):
+        with atomic_output(spark, final) as staging:
+            spark.range(10).write.parquet(staging)
+            raise RuntimeError("killed half way")
+    assert spark.read.parquet(final).count() == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # staging cleaned up
+    # a run that died between the two renames: the old copy is restored by the next one
+    (tmp_path / "out").rename(tmp_path / "out.old-deadbeef")
+    with atomic_output(spark, final) as staging:
+        assert spark.read.parquet(final).count() == 3
+        spark.range(4).write.parquet(staging)
+    assert spark.read.parquet(final).count() == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_model_round_trips_and_meta_records_the_run(spark, catalog, tmp_path):
+    (items_path, classes_path), _, _ = catalog
+    from pairspark.spark.model_io import load_model
+
+    settings = load_settings(None, {"ratio_threshold": 1.1, "max_dims": 12})
+    pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), settings)
+    views, meta = load_model(spark, str(tmp_path / "m"))
+    assert [v.name for v in views] == ["image", "text"]
+    assert meta["settings"]["ratio_threshold"] == 1.1 and meta["settings"]["max_dims"] == 12
+    assert meta["views"][0]["class_ids"] == [f"c{i:02d}" for i in range(5)]
+    assert set(meta["versions"]) >= {"pyspark", "numpy", "pyarrow", "python"}
+    for v in views:
+        for (a, b), dims in zip(v.pairs().tolist(), v.masks):
+            # the empty class c04 has no statistics: its pairs compare on all 16 dims, uncapped
+            assert len(dims) == 16 if 4 in (a, b) else 8 <= len(dims) <= 12
+    assert json.loads(json.dumps(meta)) == meta
