@@ -9,9 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from pairspark.config import Settings, load_settings, parse_views
-from pairspark.errors import UsageError
+from pairspark.errors import InvalidRowsError, UsageError
 
 EXIT_USAGE = 2
+EXIT_INVALID_ROWS = 3
 
 
 def _settings_options(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,8 @@ def _settings_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--partitions", type=int, help="repartition the items into N partitions first")
     group.add_argument("--arrow-batch-size", type=int, help="rows per Arrow batch (10000)")
     group.add_argument("--master", help="Spark master when not under spark-submit (local[*])")
+    group.add_argument("--on-invalid", choices=["quarantine", "error"], help="bad item rows: quarantine (default) or stop")
+    group.add_argument("--output-files", type=int, help="number of prediction files (4)")
     group.add_argument("--verbose", action="store_true", help="full tracebacks and Spark INFO logs")
 
 
@@ -72,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SETTING_FLAGS = (
     "ratio_threshold", "min_dims", "max_dims", "min_class_count", "min_cosine", "min_margin",
-    "seed", "partitions", "arrow_batch_size", "master", "methods",
+    "seed", "partitions", "arrow_batch_size", "master", "methods", "on_invalid", "output_files",
 )
 
 
@@ -126,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"pairspark {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_INVALID_ROWS if isinstance(exc, InvalidRowsError) else EXIT_USAGE
     finally:
         if spark is not None:
             spark.stop()

@@ -78,6 +78,8 @@ class Settings:
     master: str = "local[*]"
     arrow_batch_size: int = 10000
     methods: tuple[str, ...] = ("base", "pairwise")
+    on_invalid: str = "quarantine"
+    output_files: int = 4
 
     def mask_settings(self) -> MaskSettings:
         return MaskSettings(self.ratio_threshold, self.min_dims, self.max_dims, self.min_class_count)
@@ -103,9 +105,13 @@ def _coerce(name: str, value: Any) -> Any:
         if unknown or not methods:
             raise UsageError(f"methods must be a subset of {','.join(METHODS)}, got {value!r}")
         return methods
+    if name == "on_invalid":
+        if value not in ("quarantine", "error"):
+            raise UsageError(f"on_invalid must be quarantine or error, got {value!r}")
+        return value
     if name in {"ratio_threshold", "min_cosine"}:
         return float(value)
-    if name in {"min_dims", "max_dims", "min_class_count", "seed", "partitions", "arrow_batch_size"}:
+    if name in {"min_dims", "max_dims", "min_class_count", "seed", "partitions", "arrow_batch_size", "output_files"}:
         if isinstance(value, bool) or int(value) != value:
             raise UsageError(f"{name} must be an integer, got {value!r}")
         return int(value)
@@ -133,6 +139,8 @@ def load_settings(config_path: str | Path | None = None, overrides: dict[str, An
     settings = replace(Settings(), **{k: _coerce(k, v) for k, v in values.items()})
     if settings.min_dims < 1:
         raise UsageError("min_dims must be >= 1")
+    if settings.output_files < 1 or settings.arrow_batch_size < 1 or (settings.partitions is not None and settings.partitions < 1):
+        raise UsageError("output_files, arrow_batch_size and partitions must be >= 1")
     if settings.max_dims is not None and settings.max_dims < settings.min_dims:
         raise UsageError("max_dims must be >= min_dims")
     return settings

@@ -3,3 +3,7 @@
 
 class UsageError(Exception):
     """Bad arguments, settings or input data (missing path or column, wrong dimensions...)."""
+
+
+class InvalidRowsError(UsageError):
+    """Invalid item rows met with --on-invalid error (exit code 3 instead of 2)."""

@@ -20,11 +20,21 @@ from pyspark.sql import functions as F
 
 from pairspark import __version__
 from pairspark.config import Settings, View, format_views
-from pairspark.errors import UsageError
+from pairspark.errors import InvalidRowsError, UsageError
 from pairspark.spark.classify import classify_items, primary_method
 from pairspark.spark.evaluate import evaluate_predictions
 from pairspark.spark.fit import fit_views
-from pairspark.spark.io import REASON, check_item_dims, invalid_reason, load_classes, prepare_items, read_parquet
+from pairspark.spark.io import (
+    ITEM_ID,
+    REASON,
+    check_item_dims,
+    first_invalid,
+    load_classes,
+    prepare_items,
+    read_parquet,
+    require_rows,
+    with_reason,
+)
 from pairspark.spark.model_io import load_model, model_view_meta, save_model
 from pairspark.spark.storage import FileSystem, atomic_output
 
@@ -65,15 +75,30 @@ def _maybe_repartition(df: DataFrame, settings: Settings) -> DataFrame:
     return df.repartition(settings.partitions) if settings.partitions else df
 
 
+def _read_items(spark: SparkSession, items_path: str, views: list[View], dims: dict[str, int], settings: Settings) -> DataFrame:
+    """The items with a REASON column; stops here under --on-invalid error if any row is bad."""
+    items = read_parquet(spark, items_path, "items")
+    require_rows(items, f"items table {items_path}")
+    marked = with_reason(items, views, dims)
+    check_item_dims(marked, views, dims)
+    if settings.on_invalid == "error":
+        bad = first_invalid(marked)
+        if bad:
+            shown = ", ".join(f"item_id={item!r} ({reason})" for item, reason in bad)
+            raise InvalidRowsError(f"invalid item rows in {items_path}, first: {shown}; "
+                                   "use --on-invalid quarantine to set them aside")
+    return marked
+
+
 def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[View], out: str, settings: Settings) -> dict:
     _configure(spark, settings)
     with _stage("fit") as facts:
-        items = read_parquet(spark, items_path, "items")
         tables = load_classes(spark, classes_path, views)
         dims = {name: t.dim for name, t in tables.items()}
-        prepared = prepare_items(items, views, dims)
-        check_item_dims(prepared, views, dims)
+        prepared = prepare_items(_read_items(spark, items_path, views, dims, settings), views)
         result = fit_views(_maybe_repartition(prepared, settings), views, tables, settings)
+        if result.valid_items == 0:
+            raise UsageError(f"items table {items_path} has no valid rows to fit on (see the quarantine reasons)")
         fs = FileSystem(spark)
         meta = {
             "created_at": _now(),
@@ -84,7 +109,7 @@ def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[Vie
             "counts": {"valid_items": result.valid_items},
             "versions": _versions(),
         }
-        with atomic_output(spark, out) as staging:
+        with atomic_output(spark, out, {"counts": meta["counts"]}) as staging:
             save_model(spark, result.views, meta, staging)
         facts.update(valid_items=result.valid_items, confident=result.confident_items, out=out)
     return meta
@@ -105,18 +130,23 @@ def classify(
     _configure(spark, settings)
     with _stage("classify") as facts:
         views, meta = load_model(spark, model_dir)
-        items = read_parquet(spark, items_path, "items")
         view_specs = [View(v.name, v.column) for v in views]
         dims = {v.name: v.dim for v in views}
-        prepared = _maybe_repartition(prepare_items(items, view_specs, dims, extra=[label_col] if label_col else []), settings)
-        check_item_dims(prepared, view_specs, dims)
+        marked = _read_items(spark, items_path, view_specs, dims, settings)
+        prepared = _maybe_repartition(prepare_items(marked, view_specs, extra=[label_col] if label_col else []), settings)
         methods = settings.methods
         predictions = classify_items(spark, prepared, views, methods, settings.seed, label_col)
-        quarantine = items.withColumn(REASON, invalid_reason(view_specs, dims)).where(F.col(REASON).isNotNull())
-        with atomic_output(spark, quarantine_out) as staging:
+        # Hash by item_id into a fixed number of files, sorted: the same bytes whatever the input
+        # partitioning or row order (the tournament itself never depends on them).
+        predictions = predictions.repartition(settings.output_files, ITEM_ID).sortWithinPartitions(ITEM_ID)
+        quarantine = marked.where(F.col(REASON).isNotNull())
+        marker: dict = {}
+        with atomic_output(spark, quarantine_out, marker) as staging:
             quarantine.write.parquet(staging)
             reasons = {r[REASON]: r["count"] for r in spark.read.parquet(staging).groupBy(REASON).count().collect()}
-        with atomic_output(spark, out) as staging:
+            marker["counts"] = {"quarantined": sum(reasons.values()), "quarantined_by_reason": reasons}
+        marker = {}
+        with atomic_output(spark, out, marker) as staging:
             predictions.write.parquet(staging)
             classified = spark.read.parquet(staging).count()
             info = {
@@ -139,6 +169,7 @@ def classify(
                 "versions": _versions(),
             }
             FileSystem(spark).write_json(f"{staging}/{PREDICTIONS_INFO}", info)
+            marker["counts"] = info["counts"]
         facts.update(**{k: v for k, v in info["counts"].items() if k != "quarantined_by_reason"}, out=out)
     return info
 
@@ -153,11 +184,11 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
         predictions = read_parquet(spark, predictions_dir, "predictions")
         label_col = label_col or info.get("label_column")
         report = evaluate_predictions(predictions, info["views"], info["methods"], info["class_ids"], label_col)
-        report["counts"].update({k: v for k, v in info["counts"].items() if k != "classified"})
+        report["counts"].update(info["counts"])
         report["primary_method"] = info["primary_method"]
         report["predictions"] = fs.qualify(predictions_dir)
         report["created_at"] = _now()
-        with atomic_output(spark, out) as staging:
+        with atomic_output(spark, out, {"counts": report["counts"]}) as staging:
             fs.mkdirs(staging)
             fs.write_json(f"{staging}/metrics.json", report)
         facts.update(items=report["counts"]["items"], out=out)

@@ -9,7 +9,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from chispa import assert_df_equality
 
 from pairspark import pipeline
 from pairspark.config import View, load_settings
@@ -82,22 +81,31 @@ def test_quantile_margin_keeps_about_the_rest(spark, catalog, tmp_path):
         assert view["min_margin_used"] > 0
 
 
-def test_predictions_do_not_depend_on_partitioning(spark, catalog, tmp_path):
-    (items_path, classes_path), _, _ = catalog
-    frames = []
-    for partitions in (1, 3, 8):
-        settings = load_settings(None, {"partitions": partitions, "seed": 5})
+def _part_file_digests(folder):
+    """sha256 of each Parquet part file, in part-number order (file names carry a random id)."""
+    import hashlib
+
+    parts = sorted(folder.glob("part-*.parquet"), key=lambda p: p.name.split("-")[1])
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in parts]
+
+
+def test_predictions_are_byte_identical_whatever_the_partitioning_and_row_order(spark, catalog, tmp_path):
+    (items_path, classes_path), items, _ = catalog
+    shuffled_path = tmp_path / "shuffled.parquet"
+    table = pq.read_table(items_path)
+    pq.write_table(table.take(np.random.default_rng(0).permutation(table.num_rows)), shuffled_path, row_group_size=97)
+    digests = []
+    for path, partitions in ((items_path, 1), (items_path, 4), (items_path, 16), (str(shuffled_path), 3)):
+        settings = load_settings(None, {"partitions": partitions, "seed": 5, "arrow_batch_size": 64})
         out = tmp_path / f"run{partitions}"
-        pipeline.run(spark, items_path, classes_path, VIEWS, str(out), settings, label_col="label")
-        frames.append(spark.read.parquet(str(out / "predictions")).orderBy("item_id"))
-    for other in frames[1:]:
-        assert_df_equality(frames[0], other)
-    # and a different seed does change some pairwise answers (the bracket is really seeded)
-    settings = load_settings(None, {"seed": 6})
-    pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / "seed6"), settings)
-    a = frames[0].select("item_id", "image_pairwise").toPandas()
-    b = spark.read.parquet(str(tmp_path / "seed6" / "predictions")).orderBy("item_id").select("item_id", "image_pairwise").toPandas()
-    assert (a["item_id"] == b["item_id"]).all()
+        pipeline.run(spark, path, classes_path, VIEWS, str(out), settings, label_col="label")
+        digests.append(_part_file_digests(out / "predictions"))
+    assert len(digests[0]) == 4 and all(d == digests[0] for d in digests[1:])
+    # another seed reshuffles the brackets but never the base answers
+    pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / "seed6"), load_settings(None, {"seed": 6}))
+    a = pd.read_parquet(tmp_path / "run1" / "predictions").sort_values("item_id").reset_index(drop=True)
+    b = pd.read_parquet(tmp_path / "seed6" / "predictions").sort_values("item_id").reset_index(drop=True)
+    assert (a["image_base"] == b["image_base"]).all() and (a["text_base"] == b["text_base"]).all()
 
 
 def test_base_predictions_equal_numpy_cosine_argmax(spark, catalog, tmp_path):
@@ -127,6 +135,8 @@ def _write_bad_catalog(folder):
         ("null-elem", [0.1, None, 0.3, 0.4], good),
         ("zero", good, [0.0, 0.0, 0.0, 0.0]),
         (None, good, good),
+        ("twice", good, good),
+        ("twice", [0.4, 0.3, 0.2, 0.1], good),
     ]
     vec = pa.list_(pa.float32())
     items = pa.table(
@@ -162,12 +172,26 @@ def test_bad_rows_are_quarantined_with_a_reason_and_every_row_is_counted(spark, 
         "null-elem": "image:null_element",
         "zero": "text:zero_vector",
         "<null>": "null_item_id",
+        "twice": "duplicate_item_id",
     }
+    assert (quarantine["item_id"] == "twice").sum() == 2  # neither copy is kept
     assert set(quarantine.columns) >= {"item_id", "image_embedding", "text_embedding", "reason"}
     counts = report["counts"]
-    assert counts["items"] == 2 and counts["quarantined"] == 7 and counts["items_in"] == 9
+    assert counts["items"] == counts["classified"] == 2 and counts["quarantined"] == 9 and counts["items_in"] == 11
     assert counts["quarantined_by_reason"]["image:non_finite"] == 1
     assert sorted(pd.read_parquet(tmp_path / "out" / "predictions")["item_id"]) == ["ok-1", "ok-2"]
+    success = json.loads((tmp_path / "out" / "quarantine" / "_SUCCESS").read_text())
+    assert success["counts"]["quarantined"] == 9
+
+
+def test_on_invalid_error_stops_naming_the_first_bad_rows(spark, tmp_path):
+    from pairspark.errors import InvalidRowsError
+
+    items_path, classes_path = _write_bad_catalog(tmp_path / "bad")
+    settings = load_settings(None, {"on_invalid": "error"})
+    with pytest.raises(InvalidRowsError, match=r"first: item_id='[^']+' \((image|text):"):
+        pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), settings)
+    assert not (tmp_path / "m").exists()
 
 
 def test_input_problems_are_usage_errors(spark, catalog, tmp_path):
@@ -187,6 +211,14 @@ def test_input_problems_are_usage_errors(spark, catalog, tmp_path):
     pq.write_table(pa.table({"class_id": ["a", "a"], "image_embedding": pa.array([[1.0, 0, 0], [0, 1.0, 0]], pa.list_(pa.float32()))}), dup)
     with pytest.raises(UsageError, match="repeats class_id a"):
         pipeline.fit(spark, items_path, str(dup), [View("image", "image_embedding")], str(tmp_path / "m"), settings)
+    one = tmp_path / "one.parquet"
+    pq.write_table(pa.table({"class_id": ["a"], "image_embedding": pa.array([[1.0] * 16], pa.list_(pa.float32()))}), one)
+    with pytest.raises(UsageError, match="at least 2 are needed"):
+        pipeline.fit(spark, items_path, str(one), [View("image", "image_embedding")], str(tmp_path / "m"), settings)
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_table(items_path).slice(0, 0), empty)
+    with pytest.raises(UsageError, match="has no rows"):
+        pipeline.fit(spark, str(empty), classes_path, VIEWS, str(tmp_path / "m"), settings)
 
 
 def test_a_failed_write_leaves_the_previous_output_in_place(spark, tmp_path):

@@ -82,3 +82,12 @@ def test_a_single_dominant_class_wins_every_bracket():
     masks = [np.arange(16, dtype=np.int32) for _ in class_pairs(9)]
     keys = rng.integers(0, 2**63, 100, dtype=np.int64).view(np.uint64)
     assert set(play_tournament(x, pair_weights(classes, masks), keys, 9).tolist()) == {4}
+
+
+def test_with_intransitive_matches_the_bracket_decides_and_keys_change_it():
+    # random masks make matches intransitive; one item, many keys: several classes must win
+    rng = np.random.default_rng(9)
+    x, classes, masks, _ = random_problem(rng, 1, 12, 9)
+    keys = rng.integers(0, 2**63, 400, dtype=np.int64).view(np.uint64)
+    winners = play_tournament(np.repeat(x, 400, axis=0), pair_weights(classes, masks), keys, 9)
+    assert len(set(winners.tolist())) > 1

@@ -38,16 +38,22 @@ class ViewModel:
     @property
     def weights(self) -> np.ndarray:
         if self._weights is None:
-            self._weights = pair_weights(self.class_vectors, self.masks)
+            self._weights = pair_weights(self.class_vectors, self.masks).astype(np.float64)
         return self._weights
 
     def pairs(self) -> np.ndarray:
         return class_pairs(self.n_classes)
 
     def classify(self, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Class indices per method, plus the base cosine, for a batch x (n, D) of raw vectors."""
-        x_unit = normalize_rows(np.asarray(x, dtype=np.float32))
-        base = base_assign(x_unit, self.class_vectors)
+        """Class indices per method, plus the base cosine, for a batch x (n, D) of raw vectors.
+
+        float64 on purpose: BLAS float32 results for one row change in the last bits with the
+        batch it is computed in (measured: thousands of differing entries), so answers and cosines
+        would depend on partitioning. In float64 those differences (~1e-16) vanish when the cosine
+        is rounded to float32 and can only flip an exact tie.
+        """
+        x_unit = normalize_rows(np.asarray(x, dtype=np.float64))
+        base = base_assign(x_unit, self.class_vectors.astype(np.float64))
         out: dict[str, np.ndarray] = {"base": base.best, "base_cosine": base.best_cosine.astype(np.float32)}
         if "pairwise" in methods:
             out["pairwise"] = play_tournament(x_unit, self.weights, item_keys, self.n_classes)

@@ -19,8 +19,8 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
-# Pair scores are computed in chunks of items so that a (chunk, P) float32 block stays ~64 MB.
-_SCORE_BLOCK_ELEMENTS = 16 * 1024 * 1024
+# Pair scores are computed in chunks of items so that a (chunk, P) float64 block stays ~64 MB.
+_SCORE_BLOCK_ELEMENTS = 8 * 1024 * 1024
 
 
 def splitmix64(z: np.ndarray) -> np.ndarray:
@@ -48,7 +48,7 @@ def pair_index_matrix(n_classes: int) -> np.ndarray:
 
 
 def pair_weights(class_vectors: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
-    """(P, D) float32 match vectors w_ab for the pairs of class_pairs(C), zero off the mask."""
+    """(P, D) float64 match vectors w_ab for the pairs of class_pairs(C), zero off the mask."""
     class_vectors = np.asarray(class_vectors, dtype=np.float64)
     n_classes, dim = class_vectors.shape
     pairs = class_pairs(n_classes)
@@ -60,7 +60,7 @@ def pair_weights(class_vectors: np.ndarray, masks: list[np.ndarray]) -> np.ndarr
         na, nb = np.linalg.norm(ta), np.linalg.norm(tb)
         # A prompt vector that is zero on the mask cannot win on it: its side contributes 0.
         weights[p, dims] = (ta / na if na > 0 else 0.0) - (tb / nb if nb > 0 else 0.0)
-    return weights.astype(np.float32)
+    return weights
 
 
 def _play(scores: np.ndarray, pair_index: np.ndarray, item_keys: np.ndarray, n_classes: int) -> np.ndarray:
@@ -91,10 +91,10 @@ def play_tournament(
     pair_index = pair_index_matrix(n_classes)
     chunk = max(1, _SCORE_BLOCK_ELEMENTS // max(1, weights.shape[0]))
     winners = np.empty(n, dtype=np.int64)
-    x32 = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=weights.dtype)
     weights_t = np.ascontiguousarray(weights.T)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        scores = x32[start:stop] @ weights_t
+        scores = x[start:stop] @ weights_t
         winners[start:stop] = _play(scores, pair_index, item_keys[start:stop], n_classes)
     return winners

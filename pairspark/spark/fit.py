@@ -40,8 +40,9 @@ def _valid_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch
 
 
 def _view_base(batch: pa.RecordBatch, view: View, table: ClassTable):
-    x_unit = normalize_rows(batch_matrix(batch, view.column, table.dim))
-    return x_unit, base_assign(x_unit, table.vectors)
+    # float64 as in ViewModel.classify, so fit and classify give every item the same base answer
+    x_unit = normalize_rows(batch_matrix(batch, view.column, table.dim).astype(np.float64))
+    return x_unit, base_assign(x_unit, table.vectors.astype(np.float64))
 
 
 def margin_thresholds(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], rule: MarginRule) -> dict[str, float]:

@@ -114,19 +114,49 @@ def invalid_reason(views: list[View], dims: dict[str, int]) -> Column:
     return reason
 
 
-def prepare_items(items: DataFrame, views: list[View], dims: dict[str, int], extra: list[str] | None = None) -> DataFrame:
-    """item_id, the view columns as array<float>, any extra columns, and the REASON column."""
-    require_columns(items, [ITEM_ID] + [v.column for v in views] + list(extra or []), "items table")
+def with_reason(items: DataFrame, views: list[View], dims: dict[str, int]) -> DataFrame:
+    """The items' rows, unchanged, plus REASON: why a row cannot be classified (null if it can).
+
+    Rows sharing an item_id all get `duplicate_item_id` (none is kept: any "first" would depend on
+    file order). Finding them shuffles only the ids; the marking is a broadcast join when few.
+    """
+    require_columns(items, [ITEM_ID] + [v.column for v in views], "items table")
     for view in views:
         _require_vector_type(items, view.column, "items")
-    columns = list(dict.fromkeys([ITEM_ID, *(extra or [])]))
+    duplicated = items.where(F.col(ITEM_ID).isNotNull()).groupBy(ITEM_ID).count().where(F.col("count") > 1)
+    n_duplicated = duplicated.count()
+    marked = items.withColumn(REASON, invalid_reason(views, dims))
+    if n_duplicated == 0:
+        return marked
+    flags = duplicated.select(ITEM_ID, F.lit(True).alias("_duplicate"))
+    joined = marked.join(F.broadcast(flags) if n_duplicated <= _BROADCAST_IDS else flags, ITEM_ID, "left")
+    reason = F.coalesce(F.col(REASON), F.when(F.col("_duplicate"), F.lit("duplicate_item_id")))
+    return joined.withColumn(REASON, reason).drop("_duplicate").select(*items.columns, REASON)
+
+
+_BROADCAST_IDS = 1_000_000
+
+
+def prepare_items(marked: DataFrame, views: list[View], extra: list[str] | None = None) -> DataFrame:
+    """From with_reason's output: item_id, extra columns, the view columns as array<float>, REASON."""
+    require_columns(marked, list(extra or []), "items table")
+    columns = [c for c in dict.fromkeys(extra or []) if c != ITEM_ID]
     vectors = list(dict.fromkeys(v.column for v in views))
-    prepared = items.select(
+    return marked.select(
         F.col(ITEM_ID).cast("string").alias(ITEM_ID),
-        *[F.col(c) for c in columns if c != ITEM_ID],
+        *[F.col(c) for c in columns],
         *[F.col(c).cast("array<float>").alias(c) for c in vectors],
+        REASON,
     )
-    return prepared.withColumn(REASON, invalid_reason(views, dims))
+
+
+def first_invalid(marked: DataFrame, limit: int = 3) -> list[tuple[str, str]]:
+    return [(r[ITEM_ID], r[REASON]) for r in marked.where(F.col(REASON).isNotNull()).select(ITEM_ID, REASON).limit(limit).collect()]
+
+
+def require_rows(df: DataFrame, what: str) -> None:
+    if not df.limit(1).count():
+        raise UsageError(f"{what} has no rows")
 
 
 def check_item_dims(items: DataFrame, views: list[View], dims: dict[str, int]) -> None:

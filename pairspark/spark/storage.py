@@ -108,9 +108,16 @@ def recover(fs: FileSystem, final: str) -> None:
         fs.rename(f"{parent}/{olds[-1]}", final)
 
 
+SUCCESS = "_SUCCESS"
+
+
 @contextlib.contextmanager
-def atomic_output(spark: SparkSession, final: str) -> Iterator[str]:
-    """Yield a staging path to write into; publish it as `final` only if the block succeeds."""
+def atomic_output(spark: SparkSession, final: str, marker: dict | None = None) -> Iterator[str]:
+    """Yield a staging path to write into; publish it as `final` only if the block succeeds.
+
+    `marker` (filled in by the block, e.g. with row counts) is written as JSON to STAGING/_SUCCESS
+    last, so it appears in `final` in the same rename as the data it describes.
+    """
     fs = FileSystem(spark)
     parent, name = _split(final)
     fs.mkdirs(parent)
@@ -123,6 +130,7 @@ def atomic_output(spark: SparkSession, final: str) -> Iterator[str]:
     staging = f"{parent}/{name}.staging-{token}"
     try:
         yield staging
+        fs.write_json(f"{staging}/{SUCCESS}", {"published_by": "pairspark", **(marker or {})})
     except BaseException:
         fs.delete(staging)
         raise
