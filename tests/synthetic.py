@@ -42,3 +42,40 @@ def write_catalog(folder: Path, items: dict, classes: dict) -> tuple[str, str]:
     pq.write_table(_table(items), folder / "items.parquet")
     pq.write_table(_table(classes), folder / "classes.parquet")
     return str(folder / "items.parquet"), str(folder / "classes.parquet")
+
+
+def write_bad_catalog(folder):
+    """Two good rows and one of each kind of bad row (reasons in test_spark_pipeline), classes a, b, c in 4-d."""
+    good = [0.1, 0.2, 0.3, 0.4]
+    rows = [
+        ("ok-1", good, good),
+        ("ok-2", [0.4, 0.3, 0.2, 0.1], [0.1, 0.1, 0.9, 0.1]),
+        ("null-vec", None, good),
+        ("short", [0.1, 0.2, 0.3], good),
+        ("nan", [0.1, float("nan"), 0.3, 0.4], good),
+        ("inf", good, [0.1, float("inf"), 0.3, 0.4]),
+        ("null-elem", [0.1, None, 0.3, 0.4], good),
+        ("zero", good, [0.0, 0.0, 0.0, 0.0]),
+        (None, good, good),
+        ("twice", good, good),
+        ("twice", [0.4, 0.3, 0.2, 0.1], good),
+    ]
+    vec = pa.list_(pa.float32())
+    items = pa.table(
+        {
+            "item_id": pa.array([r[0] for r in rows]),
+            "image_embedding": pa.array([r[1] for r in rows], vec),
+            "text_embedding": pa.array([r[2] for r in rows], vec),
+        }
+    )
+    classes = pa.table(
+        {
+            "class_id": ["a", "b", "c"],
+            "image_embedding": pa.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]], vec),
+            "text_embedding": pa.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]], vec),
+        }
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(items, folder / "items.parquet")
+    pq.write_table(classes, folder / "classes.parquet")
+    return str(folder / "items.parquet"), str(folder / "classes.parquet")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.synthetic import make_catalog, write_catalog
+from tests.synthetic import make_catalog, write_bad_catalog, write_catalog
 
 PAIRSPARK = shutil.which("pairspark", path=str(Path(sys.executable).parent)) or "pairspark"
 
@@ -46,3 +46,11 @@ def test_console_script_runs_the_pipeline_and_reports_bad_paths(tmp_path):
     error_lines = [line for line in bad.stderr.splitlines() if line.startswith("pairspark fit: error:")]
     assert len(error_lines) == 1 and "missing.parquet" in error_lines[0]
     assert "Traceback" not in bad.stderr
+
+    bad_items, bad_classes = write_bad_catalog(tmp_path / "bad")
+    strict = _run("fit", "--items", bad_items, "--classes", bad_classes, "--views", "image=image_embedding,text=text_embedding",
+                  "--out", str(tmp_path / "strict"), "--on-invalid", "error", "--master", "local[1]", cwd=tmp_path)
+    assert strict.returncode == 3
+    error_lines = [line for line in strict.stderr.splitlines() if line.startswith("pairspark fit: error:")]
+    assert len(error_lines) == 1 and "item_id=" in error_lines[0] and "Traceback" not in strict.stderr
+    assert not (tmp_path / "strict").exists()

@@ -14,7 +14,7 @@ from pairspark import pipeline
 from pairspark.config import View, load_settings
 from pairspark.errors import UsageError
 from pairspark.spark.storage import atomic_output
-from tests.synthetic import make_catalog, write_catalog
+from tests.synthetic import make_catalog, write_bad_catalog, write_catalog
 
 VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]
 
@@ -123,44 +123,8 @@ def test_base_predictions_equal_numpy_cosine_argmax(spark, catalog, tmp_path):
         assert f"{view.name}_pairwise" not in pred.columns
 
 
-def _write_bad_catalog(folder):
-    good = [0.1, 0.2, 0.3, 0.4]
-    rows = [
-        ("ok-1", good, good),
-        ("ok-2", [0.4, 0.3, 0.2, 0.1], [0.1, 0.1, 0.9, 0.1]),
-        ("null-vec", None, good),
-        ("short", [0.1, 0.2, 0.3], good),
-        ("nan", [0.1, float("nan"), 0.3, 0.4], good),
-        ("inf", good, [0.1, float("inf"), 0.3, 0.4]),
-        ("null-elem", [0.1, None, 0.3, 0.4], good),
-        ("zero", good, [0.0, 0.0, 0.0, 0.0]),
-        (None, good, good),
-        ("twice", good, good),
-        ("twice", [0.4, 0.3, 0.2, 0.1], good),
-    ]
-    vec = pa.list_(pa.float32())
-    items = pa.table(
-        {
-            "item_id": pa.array([r[0] for r in rows]),
-            "image_embedding": pa.array([r[1] for r in rows], vec),
-            "text_embedding": pa.array([r[2] for r in rows], vec),
-        }
-    )
-    classes = pa.table(
-        {
-            "class_id": ["a", "b", "c"],
-            "image_embedding": pa.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]], vec),
-            "text_embedding": pa.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]], vec),
-        }
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(items, folder / "items.parquet")
-    pq.write_table(classes, folder / "classes.parquet")
-    return str(folder / "items.parquet"), str(folder / "classes.parquet")
-
-
 def test_bad_rows_are_quarantined_with_a_reason_and_every_row_is_counted(spark, tmp_path):
-    items_path, classes_path = _write_bad_catalog(tmp_path / "bad")
+    items_path, classes_path = write_bad_catalog(tmp_path / "bad")
     report = pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / "out"), load_settings(None, {"min_margin": "0"}))
     quarantine = pd.read_parquet(tmp_path / "out" / "quarantine")
     reasons = dict(zip(quarantine["item_id"].fillna("<null>"), quarantine["reason"]))
@@ -187,7 +151,7 @@ def test_bad_rows_are_quarantined_with_a_reason_and_every_row_is_counted(spark, 
 def test_on_invalid_error_stops_naming_the_first_bad_rows(spark, tmp_path):
     from pairspark.errors import InvalidRowsError
 
-    items_path, classes_path = _write_bad_catalog(tmp_path / "bad")
+    items_path, classes_path = write_bad_catalog(tmp_path / "bad")
     settings = load_settings(None, {"on_invalid": "error"})
     with pytest.raises(InvalidRowsError, match=r"first: item_id='[^']+' \((image|text):"):
         pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), settings)
@@ -256,3 +220,23 @@ def test_model_round_trips_and_meta_records_the_run(spark, catalog, tmp_path):
             # the empty class c04 has no statistics: its pairs compare on all 16 dims, uncapped
             assert len(dims) == 16 if 4 in (a, b) else 8 <= len(dims) <= 12
     assert json.loads(json.dumps(meta)) == meta
+
+
+@pytest.mark.parametrize(
+    "ids, vectors, message",
+    [
+        (["a", None], [[1.0, 0, 0], [0, 1.0, 0]], "null class_id"),
+        (["a", "b"], [[1.0, 0, 0], None], "null or empty for class b"),
+        (["a", "b"], [[1.0, 0, 0], [0, 1.0]], r"different lengths \[2, 3\]"),
+        (["a", "b"], [[1.0, 0, 0], [0, float("nan"), 1.0]], "NaN, infinity or null"),
+        (["a", "b"], [[1.0, 0, 0], [0, None, 1.0]], "NaN, infinity or null"),
+        (["a", "b"], [[1.0, 0, 0], [0.0, 0, 0]], "zero vector for class b"),
+    ],
+)
+def test_a_broken_classes_table_is_a_usage_error(spark, tmp_path, ids, vectors, message):
+    from pairspark.spark.io import load_classes
+
+    path = tmp_path / "classes.parquet"
+    pq.write_table(pa.table({"class_id": ids, "image_embedding": pa.array(vectors, pa.list_(pa.float32()))}), path)
+    with pytest.raises(UsageError, match=message):
+        load_classes(spark, str(path), [View("image", "image_embedding")])

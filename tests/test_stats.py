@@ -60,9 +60,11 @@ def test_merging_partials_in_any_grouping_equals_computing_at_once(n, cuts, seed
 
 def test_variance_survives_a_large_offset_where_raw_sums_of_squares_cancel():
     rng = np.random.default_rng(7)
-    x = 1e3 + 1e-3 * rng.uniform(-1, 1, size=(400_000, 2))
+    x = 1e3 + 1e-3 * rng.uniform(-1, 1, size=(1_000_000, 2))
     labels = np.zeros(len(x), np.int64)
-    parts = [ClassMoments.from_batch(x[i : i + 10_000], labels[i : i + 10_000], 1) for i in range(0, len(x), 10_000)]
+    # uneven partitions, as Spark would hand them over
+    cuts = np.unique(np.concatenate([[0, len(x)], rng.integers(0, len(x), 97)]))
+    parts = [ClassMoments.from_batch(x[a:b], labels[a:b], 1) for a, b in zip(cuts[:-1], cuts[1:])]
     merged = merge_all(parts)
     reference = ((x - x.mean(axis=0)) ** 2).mean(axis=0)
     np.testing.assert_allclose(merged.variance[0], reference, rtol=1e-6)
