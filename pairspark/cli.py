@@ -30,6 +30,7 @@ def _settings_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--master", help="Spark master when not under spark-submit (local[*])")
     group.add_argument("--on-invalid", choices=["quarantine", "error"], help="bad item rows: quarantine (default) or stop")
     group.add_argument("--output-files", type=int, help="number of prediction files (4)")
+    group.add_argument("--candidates", type=int, help="pairwise bracket over each item's top-K base classes (0 = all)")
     group.add_argument("--verbose", action="store_true", help="full tracebacks and Spark INFO logs")
 
 
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SETTING_FLAGS = (
     "ratio_threshold", "min_dims", "max_dims", "min_class_count", "min_cosine", "min_margin",
-    "seed", "partitions", "arrow_batch_size", "master", "methods", "on_invalid", "output_files",
+    "seed", "partitions", "arrow_batch_size", "master", "methods", "on_invalid", "output_files", "candidates",
 )
 
 

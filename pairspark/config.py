@@ -80,6 +80,7 @@ class Settings:
     methods: tuple[str, ...] = ("base", "pairwise")
     on_invalid: str = "quarantine"
     output_files: int = 4
+    candidates: int = 0
 
     def mask_settings(self) -> MaskSettings:
         return MaskSettings(self.ratio_threshold, self.min_dims, self.max_dims, self.min_class_count)
@@ -111,7 +112,7 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     if name in {"ratio_threshold", "min_cosine"}:
         return float(value)
-    if name in {"min_dims", "max_dims", "min_class_count", "seed", "partitions", "arrow_batch_size", "output_files"}:
+    if name in {"min_dims", "max_dims", "min_class_count", "seed", "partitions", "arrow_batch_size", "output_files", "candidates"}:
         if isinstance(value, bool) or int(value) != value:
             raise UsageError(f"{name} must be an integer, got {value!r}")
         return int(value)
@@ -141,6 +142,8 @@ def load_settings(config_path: str | Path | None = None, overrides: dict[str, An
         raise UsageError("min_dims must be >= 1")
     if settings.output_files < 1 or settings.arrow_batch_size < 1 or (settings.partitions is not None and settings.partitions < 1):
         raise UsageError("output_files, arrow_batch_size and partitions must be >= 1")
+    if settings.candidates < 0 or settings.candidates == 1:
+        raise UsageError("candidates must be 0 (every class) or >= 2")
     if settings.max_dims is not None and settings.max_dims < settings.min_dims:
         raise UsageError("max_dims must be >= min_dims")
     return settings

@@ -135,7 +135,7 @@ def classify(
         marked = _read_items(spark, items_path, view_specs, dims, settings)
         prepared = _maybe_repartition(prepare_items(marked, view_specs, extra=[label_col] if label_col else []), settings)
         methods = settings.methods
-        predictions = classify_items(spark, prepared, views, methods, settings.seed, label_col)
+        predictions = classify_items(spark, prepared, views, methods, settings.seed, label_col, settings.candidates)
         # Hash by item_id into a fixed number of files, sorted: the same bytes whatever the input
         # partitioning or row order (the tournament itself never depends on them).
         predictions = predictions.repartition(settings.output_files, ITEM_ID).sortWithinPartitions(ITEM_ID)
@@ -157,6 +157,7 @@ def classify(
                 "label_column": label_col,
                 "class_ids": views[0].class_ids,
                 "seed": settings.seed,
+                "candidates": settings.candidates,
                 "model": FileSystem(spark).qualify(model_dir),
                 "items": FileSystem(spark).qualify(items_path),
                 "quarantine": FileSystem(spark).qualify(quarantine_out),

@@ -19,6 +19,17 @@ class BaseAssignment:
     best: np.ndarray  # (n,) int class index, argmax cosine (first index on ties)
     best_cosine: np.ndarray  # (n,)
     margin: np.ndarray  # (n,) best minus second-best cosine, >= 0
+    cosines: np.ndarray  # (n, C) every item-class cosine
+
+
+def top_candidates(cosines: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) int64: each row's k highest-cosine classes, in ascending class order.
+
+    Ranked by cosine descending, ties to the lower class index, so the set is deterministic."""
+    n, n_classes = cosines.shape
+    k = min(k, n_classes)
+    order = np.argsort(-cosines, axis=1, kind="stable")[:, :k]
+    return np.sort(order, axis=1).astype(np.int64)
 
 
 def base_assign(x_unit: np.ndarray, class_unit: np.ndarray) -> BaseAssignment:
@@ -31,7 +42,7 @@ def base_assign(x_unit: np.ndarray, class_unit: np.ndarray) -> BaseAssignment:
         second = np.partition(cos, cos.shape[1] - 2, axis=1)[:, -2]
     else:
         second = np.full_like(best_cos, -np.inf)
-    return BaseAssignment(best, best_cos, best_cos - second)
+    return BaseAssignment(best, best_cos, best_cos - second, cos)
 
 
 def confident(assign: BaseAssignment, min_cosine: float, min_margin: float) -> np.ndarray:

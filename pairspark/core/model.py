@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pairspark.core.cosine import base_assign, normalize_rows
-from pairspark.core.masks import MaskSettings, class_pairs, pair_masks
+from pairspark.core.cosine import base_assign, normalize_rows, top_candidates
+from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
 from pairspark.core.stats import ClassMoments
-from pairspark.core.tournament import pair_weights, play_tournament
+from pairspark.core.tournament import pair_coefficients, play_tournament
 
 METHODS = ("base", "pairwise")
 
@@ -23,9 +23,10 @@ class ViewModel:
     class_ids: list[str]
     class_vectors: np.ndarray  # (C, D) unit rows, float32
     moments: ClassMoments  # over the confident subset
-    masks: list[np.ndarray]  # one sorted dims array per pair of class_pairs(C)
+    masks: PairMasks  # the dims of every pair of class_pairs(C)
     min_margin_used: float = 0.0
-    _weights: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _coefficients: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _vectors64: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
@@ -36,16 +37,27 @@ class ViewModel:
         return len(self.class_ids)
 
     @property
-    def weights(self) -> np.ndarray:
-        if self._weights is None:
-            self._weights = pair_weights(self.class_vectors, self.masks).astype(np.float64)
-        return self._weights
+    def vectors64(self) -> np.ndarray:
+        if self._vectors64 is None:
+            self._vectors64 = self.class_vectors.astype(np.float64)
+        return self._vectors64
+
+    @property
+    def coefficients(self) -> np.ndarray:
+        """Per pair 1/||t_a|mask||, 1/||t_b|mask|| (P x 2, small: computed on the driver, broadcast)."""
+        if self._coefficients is None:
+            self._coefficients = pair_coefficients(self.vectors64, self.masks)
+        return self._coefficients
 
     def pairs(self) -> np.ndarray:
         return class_pairs(self.n_classes)
 
-    def classify(self, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...]) -> dict[str, np.ndarray]:
+    def classify(
+        self, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...], candidates: int = 0
+    ) -> dict[str, np.ndarray]:
         """Class indices per method, plus the base cosine, for a batch x (n, D) of raw vectors.
+
+        candidates > 0: the pairwise bracket holds only each item's top `candidates` base classes.
 
         float64 on purpose: BLAS float32 results for one row change in the last bits with the
         batch it is computed in (measured: thousands of differing entries), so answers and cosines
@@ -53,10 +65,11 @@ class ViewModel:
         is rounded to float32 and can only flip an exact tie.
         """
         x_unit = normalize_rows(np.asarray(x, dtype=np.float64))
-        base = base_assign(x_unit, self.class_vectors.astype(np.float64))
+        base = base_assign(x_unit, self.vectors64)
         out: dict[str, np.ndarray] = {"base": base.best, "base_cosine": base.best_cosine.astype(np.float32)}
         if "pairwise" in methods:
-            out["pairwise"] = play_tournament(x_unit, self.weights, item_keys, self.n_classes)
+            top = top_candidates(base.cosines, candidates) if 0 < candidates < self.n_classes else None
+            out["pairwise"] = play_tournament(x_unit, self.vectors64, self.masks, self.coefficients, item_keys, top)
         return out
 
 

@@ -37,6 +37,7 @@ def classify_items(
     methods: tuple[str, ...],
     seed: int,
     label_col: str | None = None,
+    candidates: int = 0,
 ) -> DataFrame:
     """Predictions for the valid rows of `prepared` (see io.prepare_items)."""
     # Bracket key from (seed, item_id) in the JVM: stable across processes, unlike Python's hash().
@@ -47,7 +48,7 @@ def classify_items(
         *sorted({v.column for v in views}),
     )
     for view in views:
-        view.weights  # build the (pairs x dims) match vectors once, on the driver, before broadcasting
+        view.coefficients  # computed once, on the driver, and broadcast with the masks
     broadcast = spark.sparkContext.broadcast(views)
     primary = primary_method(methods)
 
@@ -61,7 +62,7 @@ def classify_items(
                 arrays.append(batch.column(batch.schema.get_field_index(label_col)))
                 names.append(label_col)
             for model in models:
-                answers = model.classify(batch_matrix(batch, model.column, model.dim), keys, methods)
+                answers = model.classify(batch_matrix(batch, model.column, model.dim), keys, methods, candidates)
                 for method in methods:
                     arrays.append(class_names(model.class_ids, answers[method]))
                     names.append(f"{model.name}_{method}")

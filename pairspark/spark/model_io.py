@@ -9,10 +9,13 @@ MODEL_DIR/meta.json        settings, views, class order, inputs, counts, version
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from pairspark.core.masks import class_pairs
+from pairspark.core.masks import PairMasks, class_pairs
+from pairspark.core.tournament import pair_index
 from pairspark.core.model import ViewModel
 from pairspark.core.stats import ClassMoments
 from pairspark.errors import UsageError
@@ -51,6 +54,38 @@ def _write_small(spark: SparkSession, rows: list[tuple], schema: T.StructType, p
     spark.createDataFrame(rows, schema).coalesce(1).write.mode("errorifexists").parquet(path)
 
 
+def _write_arrow(spark: SparkSession, table: pa.Table, path: str) -> None:
+    spark.createDataFrame(table).coalesce(1).write.mode("errorifexists").parquet(path)
+
+
+def _masks_table(v: ViewModel) -> pa.Table:
+    """One row per pair, built column-wise from the packed masks (no Python loop per pair)."""
+    pairs = class_pairs(v.n_classes)
+    ids = pa.array(v.class_ids, pa.string())
+    dims = pa.ListArray.from_arrays(pa.array(v.masks.indptr.astype(np.int32)), pa.array(v.masks.dims.astype(np.int32)))
+    return pa.Table.from_arrays(
+        [pa.array([v.name] * len(pairs), pa.string()), ids.take(pairs[:, 0]), ids.take(pairs[:, 1]), dims],
+        schema=pa.schema([(f.name, pa.string() if f.name != "dims" else pa.list_(pa.int32()), False) for f in _MASKS]),
+    )
+
+
+def _read_masks(masks: pa.Table, view: str, index: dict[str, int], path: str) -> PairMasks:
+    rows = masks.filter(pc.equal(masks["view"], view))
+    n_classes = len(index)
+    a = np.array([index.get(c, -1) for c in rows["class_a"].to_pylist()], dtype=np.int64)
+    b = np.array([index.get(c, -1) for c in rows["class_b"].to_pylist()], dtype=np.int64)
+    expected = n_classes * (n_classes - 1) // 2
+    if len(a) != expected or (a < 0).any() or (b <= a).any():
+        raise UsageError(f"model {path} is inconsistent: masks.parquet does not cover every pair of view {view}")
+    order = np.argsort(pair_index(a, b, n_classes))
+    if not np.array_equal(pair_index(a, b, n_classes)[order], np.arange(expected)):
+        raise UsageError(f"model {path} is inconsistent: masks.parquet does not cover every pair of view {view}")
+    dims = rows["dims"].combine_chunks().take(pa.array(order))
+    offsets = dims.offsets.to_numpy().astype(np.int64)
+    flat = dims.values.to_numpy(zero_copy_only=False)
+    return PairMasks(offsets - offsets[0], flat[offsets[0] : offsets[-1]].astype(np.uint16))
+
+
 def save_model(spark: SparkSession, views: list[ViewModel], meta: dict, path: str) -> None:
     """Write into `path` (a fresh staging directory, see storage.atomic_output)."""
     stats, masks, classes = [], [], []
@@ -60,10 +95,9 @@ def save_model(spark: SparkSession, views: list[ViewModel], meta: dict, path: st
         for c, cid in enumerate(v.class_ids):
             stats.append((v.name, cid, int(m.count[c]), sums[c].tolist(), sumsq[c].tolist(), m.m2[c].tolist()))
             classes.append((v.name, c, cid, v.class_vectors[c].astype(float).tolist()))
-        for (a, b), dims in zip(class_pairs(v.n_classes), v.masks):
-            masks.append((v.name, v.class_ids[a], v.class_ids[b], [int(d) for d in dims]))
+        masks.append(_masks_table(v))
     _write_small(spark, stats, _STATS, f"{path}/stats.parquet")
-    _write_small(spark, masks, _MASKS, f"{path}/masks.parquet")
+    _write_arrow(spark, pa.concat_tables(masks), f"{path}/masks.parquet")
     _write_small(spark, classes, _CLASSES, f"{path}/classes.parquet")
     FileSystem(spark).write_json(f"{path}/meta.json", meta)
 
@@ -74,7 +108,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
         raise UsageError(f"{path} is not a pairspark model directory (no meta.json); run `pairspark fit` first")
     meta = fs.read_json(f"{path}/meta.json")
     stats = read_parquet(spark, f"{path}/stats.parquet", "model statistics").toPandas()
-    masks = read_parquet(spark, f"{path}/masks.parquet", "model masks").toPandas()
+    masks = read_parquet(spark, f"{path}/masks.parquet", "model masks").toArrow()
     classes = read_parquet(spark, f"{path}/classes.parquet", "model classes").toPandas()
     views = []
     for view in meta["views"]:
@@ -89,11 +123,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
         sums = np.stack(vs["sum"].to_numpy()).astype(np.float64)
         mean = np.where(count[:, None] > 0, sums / np.maximum(count, 1)[:, None], 0.0)
         moments = ClassMoments(count, mean, np.stack(vs["m2"].to_numpy()).astype(np.float64))
-        vm = masks[masks["view"] == name]
-        dims_by_pair = {(index[a], index[b]): np.asarray(d, np.int32) for a, b, d in zip(vm["class_a"], vm["class_b"], vm["dims"])}
-        pair_list = [tuple(p) for p in class_pairs(len(class_ids)).tolist()]
-        if set(dims_by_pair) != set(pair_list):
-            raise UsageError(f"model {path} is inconsistent: masks.parquet does not cover every pair of view {name}")
+        view_masks = _read_masks(masks, name, index, path)
         views.append(
             ViewModel(
                 name=name,
@@ -101,7 +131,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
                 class_ids=class_ids,
                 class_vectors=np.stack(vc["vector"].to_numpy()).astype(np.float32),
                 moments=moments,
-                masks=[dims_by_pair[p] for p in pair_list],
+                masks=view_masks,
                 min_margin_used=float(view["min_margin_used"]),
             )
         )
@@ -109,7 +139,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
 
 
 def model_view_meta(v: ViewModel, confident_items: int) -> dict:
-    dims_kept = np.array([len(d) for d in v.masks])
+    dims_kept = v.masks.lengths
     return {
         "name": v.name,
         "column": v.column,

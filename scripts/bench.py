@@ -1,0 +1,263 @@
+"""Benchmark: scan floor, fit, classify base, classify base+pairwise on one synthetic catalog, in
+ONE Spark session, so the ratios compare like with like. Run it with scripts/bench (which sets up
+.venv); see docs/PERFORMANCE.md for the last results.
+
+The catalog is generated in Spark (memory bounded: each Arrow batch is made from its id range)
+and cached under --work by its parameters, so a rerun skips generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pairspark import pipeline
+from pairspark.config import View, load_settings
+from pairspark.core.cosine import base_assign, normalize_rows
+from pairspark.core.tournament import splitmix64
+from pairspark.spark.io import batch_matrix, class_names
+from pairspark.spark.model_io import load_model
+from pairspark.spark.session import build_session
+
+VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]
+
+
+def prototypes(n_classes: int, dim: int, seed: int) -> dict[str, np.ndarray]:
+    """Per view: a shared component (CLIP vectors share a large common direction) plus a class part."""
+    out = {}
+    for v, view in enumerate(VIEWS):
+        rng = np.random.default_rng([seed, v])
+        common = rng.normal(size=dim)
+        common /= np.linalg.norm(common)
+        protos = rng.normal(size=(n_classes, dim))
+        protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+        # each class moves on its own subset of dims more than on the rest: masks have something to find
+        emphasis = 1.0 + 2.0 * (rng.random((n_classes, dim)) < 0.15)
+        out[view.name] = (common, protos * emphasis / np.linalg.norm(protos * emphasis, axis=1, keepdims=True))
+    return out
+
+
+def generate(spark, folder: Path, n_items: int, dim: int, n_classes: int, seed: int) -> tuple[str, str]:
+    items_path, classes_path = folder / "items.parquet", folder / "classes.parquet"
+    if (items_path / "_SUCCESS").exists() and classes_path.exists():
+        return str(items_path), str(classes_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    protos = prototypes(n_classes, dim, seed)
+    vec = pa.list_(pa.float32())
+    classes = {"class_id": pa.array([f"class-{c:04d}" for c in range(n_classes)])}
+    rng = np.random.default_rng([seed, 99])
+    for name, (common, p) in protos.items():
+        prompt = 0.6 * common + p + 0.3 * rng.normal(size=p.shape) / np.sqrt(dim)
+        classes[f"{name}_embedding"] = pa.array(list(prompt.astype(np.float32)), vec)
+    pq.write_table(pa.table(classes), classes_path)
+
+    def make(batches):
+        for batch in batches:
+            ids = batch.column(0).to_numpy()
+            labels = (splitmix64(ids.astype(np.uint64) ^ np.uint64(seed)) % np.uint64(n_classes)).astype(np.int64)
+            local = np.random.default_rng([seed, int(ids[0])])
+            columns = [pa.array([f"item-{i:09d}" for i in ids]), pa.array([f"class-{c:04d}" for c in labels])]
+            for name, (common, p) in protos.items():
+                x = common + 0.5 * p[labels] + 0.8 * local.normal(size=(len(ids), dim)) / np.sqrt(dim)
+                flat = pa.array(x.astype(np.float32).reshape(-1))
+                offsets = pa.array(np.arange(0, (len(ids) + 1) * dim, dim, dtype=np.int32))
+                columns.append(pa.ListArray.from_arrays(offsets, flat))
+            yield pa.RecordBatch.from_arrays(columns, ["item_id", "label", "image_embedding", "text_embedding"])
+
+    schema = "item_id string, label string, image_embedding array<float>, text_embedding array<float>"
+    parts = max(2, n_items // 50_000)
+    spark.range(0, n_items, numPartitions=parts).mapInArrow(make, schema).write.mode("overwrite").parquet(str(items_path))
+    return str(items_path), str(classes_path)
+
+
+class MemoryWatch:
+    """Samples the resident memory of this machine's Spark JVM and Python workers every 0.2 s."""
+
+    def __init__(self):
+        self.peaks: dict[str, float] = {}
+        self._stage = "idle"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self, stage: str):
+        self._stage = stage
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+
+    def _run(self):
+        while not self._stop.is_set():
+            for kind, rss in _spark_processes():
+                key = f"{self._stage}.{kind}"
+                self.peaks[key] = max(self.peaks.get(key, 0.0), rss)
+            time.sleep(0.2)
+
+
+def _spark_processes():
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if b"pyspark.daemon" in cmd or b"pyspark.worker" in cmd:
+            kind = "python_worker"
+        elif b"java" in cmd and b"spark" in cmd:
+            kind = "jvm"
+        else:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                yield kind, int(line.split()[1]) / 1024
+
+
+def scan_floor(spark, items_path: str, dim: int) -> int:
+    """Read the vectors and hand them to Python as numpy (no math): the floor for any job."""
+
+    def to_numpy(batches):
+        rows = 0
+        for batch in batches:
+            for view in VIEWS:
+                batch_matrix(batch, view.column, dim)
+            rows += batch.num_rows
+        yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], ["rows"])
+
+    frame = spark.read.parquet(items_path).select("item_id", *[v.column for v in VIEWS])
+    return int(frame.mapInArrow(to_numpy, "rows long").groupBy().sum("rows").collect()[0][0])
+
+
+def kernel_profile(items_path: str, model_dir_views, batch_rows: int = 10_000) -> dict:
+    """Per view, ms per `batch_rows` items for each step of classify_batches, in this process."""
+    from pairspark.core.tournament import play_tournament
+
+    table = pq.ParquetFile(next(Path(items_path).glob("*.parquet"))).read_row_group(0)
+    batch = table.slice(0, batch_rows).combine_chunks().to_batches()[0]
+    keys = np.arange(batch.num_rows, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    out = {}
+    for model in model_dir_views:
+        model.coefficients  # as on the driver before broadcast
+        steps: dict[str, float] = {}
+
+        def timed(name, fn):
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                value = fn()
+                best = min(best, time.perf_counter() - t0)
+            steps[name] = round(best * 1e3 * batch_rows / batch.num_rows, 2)
+            return value
+
+        x = timed("arrow_to_numpy", lambda: batch_matrix(batch, model.column, model.dim))
+        unit = timed("float64_normalize", lambda: normalize_rows(x.astype(np.float64)))
+        base = timed("base_cosine_argmax", lambda: base_assign(unit, model.vectors64))
+        play_tournament(unit[:2], model.vectors64, model.masks, model.coefficients, keys[:2])  # compile
+        timed("pairwise_tournament", lambda: play_tournament(unit, model.vectors64, model.masks, model.coefficients, keys))
+        timed("class_names_out", lambda: class_names(model.class_ids, base.best))
+        out[model.name] = steps
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--classes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--work", default="/tmp/pairspark-bench", help="catalogs (kept) and job outputs")
+    parser.add_argument("--min-margin", default=None, help="fit setting (default: conf/default.toml)")
+    parser.add_argument("--out", default="bench.json", help="JSON results file")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    overrides = {"master": args.master}
+    if args.min_margin is not None:
+        overrides["min_margin"] = args.min_margin
+    settings = load_settings(None, overrides)
+    spark = build_session(args.master, "pairspark-bench", {"spark.ui.enabled": "false"})
+    spark.sparkContext.setLogLevel("ERROR")
+    work = Path(args.work)
+    data = work / f"catalog-n{args.items}-d{args.dim}-c{args.classes}-s{args.seed}"
+    runs = work / "runs"
+
+    t0 = time.perf_counter()
+    items_path, classes_path = generate(spark, data, args.items, args.dim, args.classes, args.seed)
+    generate_s = time.perf_counter() - t0
+    size_mb = sum(f.stat().st_size for f in Path(items_path).glob("*.parquet")) / 2**20
+
+    watch = MemoryWatch()
+    seconds: dict[str, float] = {}
+
+    def stage(name, fn):
+        watch.start(name)
+        start = time.perf_counter()
+        fn()
+        seconds[name] = round(time.perf_counter() - start, 2)
+        print(f"  {name:<9} {seconds[name]:8.2f} s", flush=True)
+
+    scan_floor(spark, items_path, args.dim)  # warm-up: JIT, Python workers, page cache
+    stage("scan", lambda: scan_floor(spark, items_path, args.dim))
+    stage("fit", lambda: pipeline.fit(spark, items_path, classes_path, VIEWS, str(runs / "model"), settings))
+    base_settings = load_settings(None, {**overrides, "methods": "base"})
+    stage("base", lambda: pipeline.classify(spark, items_path, str(runs / "model"), str(runs / "base"), base_settings))
+    both = load_settings(None, {**overrides, "methods": "base,pairwise"})
+    stage("pairwise", lambda: pipeline.classify(spark, items_path, str(runs / "model"), str(runs / "pairwise"), both))
+    watch.stop()
+
+    views, meta = load_model(spark, str(runs / "model"))
+    profile = kernel_profile(items_path, views)
+    spark.stop()
+
+    n = args.items
+    peaks = {k: round(v, 1) for k, v in sorted(watch.peaks.items())}
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "master": args.master},
+        "params": {"items": n, "dim": args.dim, "classes": args.classes, "views": len(VIEWS), "seed": args.seed,
+                   "min_margin": meta["settings"]["min_margin"], "items_parquet_mb": round(size_mb, 1),
+                   "generate_s": round(generate_s, 1)},
+        "seconds": seconds,
+        "items_per_s": {k: round(n / seconds[k]) for k in ("scan", "fit", "base", "pairwise")},
+        "ratios": {
+            "pairwise_vs_base": round(seconds["base"] / seconds["pairwise"], 3),
+            "fit_vs_scan": round(seconds["fit"] / seconds["scan"], 3),
+            "base_vs_scan": round(seconds["scan"] / seconds["base"], 3),
+        },
+        "peak_rss_mb": max([v for k, v in peaks.items() if k.endswith("python_worker")], default=0.0),
+        "peak_rss_mb_by_stage": peaks,
+        "broadcast_mb": round(sum(v.masks.nbytes + v.coefficients.nbytes + v.vectors64.nbytes
+                                  + v.moments.mean.nbytes * 2 for v in views) / 2**20, 2),
+        "mask_dims": {v["name"]: v["mask_dims"] for v in meta["views"]},
+        "kernel_ms_per_10k_items": profile,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{n:,} items x {args.dim} dims x {args.classes} classes, {len(VIEWS)} views, {args.master}")
+    print(f"{'stage':<10}{'seconds':>10}{'items/s':>12}")
+    for k in ("scan", "fit", "base", "pairwise"):
+        print(f"{k:<10}{seconds[k]:>10.2f}{result['items_per_s'][k]:>12,}")
+    for k, v in result["ratios"].items():
+        print(f"{k:<18}{v:>8.3f}")
+    print(f"peak Python worker RSS {result['peak_rss_mb']} MB; broadcast {result['broadcast_mb']} MB")
+    print(f"kernel ms per 10k items: {json.dumps(profile)}")
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
