@@ -15,25 +15,27 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyspark
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pairspark import __version__
 from pairspark.config import Settings, View, format_views
 from pairspark.errors import InvalidRowsError, UsageError
-from pairspark.spark.classify import classify_items, primary_method
+from pairspark.spark.classify import ORIGINAL, classify_items, prediction_fields, primary_method
 from pairspark.spark.evaluate import evaluate_predictions
 from pairspark.spark.fit import fit_views
 from pairspark.spark.io import (
+    DUPLICATE,
     ITEM_ID,
     REASON,
     check_item_dims,
     first_invalid,
     load_classes,
-    prepare_items,
+    mark_duplicates,
     read_parquet,
+    require_columns,
     require_rows,
-    with_reason,
 )
 from pairspark.spark.model_io import load_model, model_view_meta, save_model
 from pairspark.spark.storage import FileSystem, atomic_output
@@ -75,19 +77,24 @@ def _maybe_repartition(df: DataFrame, settings: Settings) -> DataFrame:
     return df.repartition(settings.partitions) if settings.partitions else df
 
 
-def _read_items(spark: SparkSession, items_path: str, views: list[View], dims: dict[str, int], settings: Settings) -> DataFrame:
-    """The items with a REASON column; stops here under --on-invalid error if any row is bad."""
+def _read_items(spark: SparkSession, items_path: str, views: list[View], dims: dict[str, int], settings: Settings,
+                check_now: bool) -> DataFrame:
+    """The items with a DUPLICATE column. With --on-invalid error and `check_now`, a bad row
+    stops the run here (an extra pass; classify finds them in its own pass instead)."""
     items = read_parquet(spark, items_path, "items")
     require_rows(items, f"items table {items_path}")
-    marked = with_reason(items, views, dims)
+    marked = mark_duplicates(items, views)
     check_item_dims(marked, views, dims)
-    if settings.on_invalid == "error":
-        bad = first_invalid(marked)
-        if bad:
-            shown = ", ".join(f"item_id={item!r} ({reason})" for item, reason in bad)
-            raise InvalidRowsError(f"invalid item rows in {items_path}, first: {shown}; "
-                                   "use --on-invalid quarantine to set them aside")
+    if check_now and settings.on_invalid == "error":
+        _stop_on_bad_rows(first_invalid(marked, views, dims), items_path)
     return marked
+
+
+def _stop_on_bad_rows(bad: list[tuple[str, str]], items_path: str) -> None:
+    if bad:
+        shown = ", ".join(f"item_id={item!r} ({reason})" for item, reason in bad)
+        raise InvalidRowsError(f"invalid item rows in {items_path}, first: {shown}; "
+                               "use --on-invalid quarantine to set them aside")
 
 
 def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[View], out: str, settings: Settings) -> dict:
@@ -95,8 +102,9 @@ def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[Vie
     with _stage("fit") as facts:
         tables = load_classes(spark, classes_path, views)
         dims = {name: t.dim for name, t in tables.items()}
-        prepared = prepare_items(_read_items(spark, items_path, views, dims, settings), views)
-        result = fit_views(_maybe_repartition(prepared, settings), views, tables, settings)
+        marked = _read_items(spark, items_path, views, dims, settings, check_now=True)
+        columns = [ITEM_ID, *dict.fromkeys(v.column for v in views), DUPLICATE]
+        result = fit_views(_maybe_repartition(marked.select(*columns), settings), views, tables, settings)
         if result.valid_items == 0:
             raise UsageError(f"items table {items_path} has no valid rows to fit on (see the quarantine reasons)")
         fs = FileSystem(spark)
@@ -132,46 +140,67 @@ def classify(
         views, meta = load_model(spark, model_dir)
         view_specs = [View(v.name, v.column) for v in views]
         dims = {v.name: v.dim for v in views}
-        marked = _read_items(spark, items_path, view_specs, dims, settings)
-        prepared = _maybe_repartition(prepare_items(marked, view_specs, extra=[label_col] if label_col else []), settings)
+        marked = _read_items(spark, items_path, view_specs, dims, settings, check_now=False)
+        if label_col:
+            require_columns(marked, [label_col], "items table")
         methods = settings.methods
-        predictions = classify_items(spark, prepared, views, methods, settings.seed, label_col, settings.candidates)
-        # Hash by item_id into a fixed number of files, sorted: the same bytes whatever the input
-        # partitioning or row order (the tournament itself never depends on them).
-        predictions = predictions.repartition(settings.output_files, ITEM_ID).sortWithinPartitions(ITEM_ID)
-        quarantine = marked.where(F.col(REASON).isNotNull())
-        marker: dict = {}
-        with atomic_output(spark, quarantine_out, marker) as staging:
-            quarantine.write.parquet(staging)
-            reasons = {r[REASON]: r["count"] for r in spark.read.parquet(staging).groupBy(REASON).count().collect()}
-            marker["counts"] = {"quarantined": sum(reasons.values()), "quarantined_by_reason": reasons}
-        marker = {}
-        with atomic_output(spark, out, marker) as staging:
-            predictions.write.parquet(staging)
-            classified = spark.read.parquet(staging).count()
-            info = {
-                "created_at": _now(),
-                "views": [v.name for v in views],
-                "methods": list(methods),
-                "primary_method": primary_method(methods),
-                "label_column": label_col,
-                "class_ids": views[0].class_ids,
-                "seed": settings.seed,
-                "candidates": settings.candidates,
-                "model": FileSystem(spark).qualify(model_dir),
-                "items": FileSystem(spark).qualify(items_path),
-                "quarantine": FileSystem(spark).qualify(quarantine_out),
-                "counts": {
-                    "items_in": classified + sum(reasons.values()),
-                    "classified": classified,
-                    "quarantined": sum(reasons.values()),
-                    "quarantined_by_reason": dict(sorted(reasons.items())),
-                },
-                "versions": _versions(),
-            }
-            FileSystem(spark).write_json(f"{staging}/{PREDICTIONS_INFO}", info)
-            marker["counts"] = info["counts"]
+        # one pass: predictions for valid rows, reason and original columns for the rest
+        result = classify_items(spark, _maybe_repartition(marked, settings), views, methods, settings.seed,
+                                label_col, settings.candidates).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            info = _publish_classified(spark, result, views, methods, settings, label_col, items_path, model_dir,
+                                       out, quarantine_out)
+        finally:
+            result.unpersist()
         facts.update(**{k: v for k, v in info["counts"].items() if k != "quarantined_by_reason"}, out=out)
+    return info
+
+
+def _publish_classified(spark, result, views, methods, settings, label_col, items_path, model_dir, out, quarantine_out) -> dict:
+    """Quarantine first, then predictions (whose counts refer to it), each published atomically."""
+    if settings.on_invalid == "error":
+        bad = result.where(F.col(REASON).isNotNull()).select(ITEM_ID, REASON)
+        _stop_on_bad_rows([(r[ITEM_ID], r[REASON]) for r in bad.orderBy(F.col(ITEM_ID).asc_nulls_first()).limit(3).collect()],
+                          items_path)
+    quarantine = result.where(F.col(REASON).isNotNull()).select(f"{ORIGINAL}.*", REASON)
+    marker: dict = {}
+    with atomic_output(spark, quarantine_out, marker) as staging:
+        quarantine.write.parquet(staging)
+        reasons = {r[REASON]: r["count"] for r in spark.read.parquet(staging).groupBy(REASON).count().collect()}
+        marker["counts"] = {"quarantined": sum(reasons.values()), "quarantined_by_reason": reasons}
+    # Hash by item_id into a fixed number of files, sorted: the same bytes whatever the input
+    # partitioning or row order (the tournament itself never depends on them).
+    columns = [f.name for f in prediction_fields(views, methods, label_col)]
+    predictions = (
+        result.where(F.col(REASON).isNull()).select(*columns)
+        .repartition(settings.output_files, ITEM_ID).sortWithinPartitions(ITEM_ID)
+    )
+    marker = {}
+    with atomic_output(spark, out, marker) as staging:
+        predictions.write.parquet(staging)
+        classified = spark.read.parquet(staging).count()
+        info = {
+            "created_at": _now(),
+            "views": [v.name for v in views],
+            "methods": list(methods),
+            "primary_method": primary_method(methods),
+            "label_column": label_col,
+            "class_ids": views[0].class_ids,
+            "seed": settings.seed,
+            "candidates": settings.candidates,
+            "model": FileSystem(spark).qualify(model_dir),
+            "items": FileSystem(spark).qualify(items_path),
+            "quarantine": FileSystem(spark).qualify(quarantine_out),
+            "counts": {
+                "items_in": classified + sum(reasons.values()),
+                "classified": classified,
+                "quarantined": sum(reasons.values()),
+                "quarantined_by_reason": dict(sorted(reasons.items())),
+            },
+            "versions": _versions(),
+        }
+        FileSystem(spark).write_json(f"{staging}/{PREDICTIONS_INFO}", info)
+        marker["counts"] = info["counts"]
     return info
 
 

@@ -23,8 +23,9 @@ import pyarrow.parquet as pq
 
 from pairspark import pipeline
 from pairspark.config import View, load_settings
-from pairspark.core.cosine import base_assign, normalize_rows
+from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.tournament import splitmix64
+from pairspark.core.validate import row_reasons
 from pairspark.spark.io import batch_matrix, class_names
 from pairspark.spark.model_io import load_model
 from pairspark.spark.session import build_session
@@ -140,7 +141,7 @@ def scan_floor(spark, items_path: str, dim: int) -> int:
     return int(frame.mapInArrow(to_numpy, "rows long").groupBy().sum("rows").collect()[0][0])
 
 
-def kernel_profile(items_path: str, model_dir_views, batch_rows: int = 10_000) -> dict:
+def kernel_profile(items_path: str, model_dir_views, candidates: int, batch_rows: int = 10_000) -> dict:
     """Per view, ms per `batch_rows` items for each step of classify_batches, in this process."""
     from pairspark.core.tournament import play_tournament
 
@@ -162,10 +163,14 @@ def kernel_profile(items_path: str, model_dir_views, batch_rows: int = 10_000) -
             return value
 
         x = timed("arrow_to_numpy", lambda: batch_matrix(batch, model.column, model.dim))
-        unit = timed("float64_normalize", lambda: normalize_rows(x.astype(np.float64)))
+        checks = [(v.name, v.column, v.dim) for v in model_dir_views]
+        timed("validate_rows", lambda: row_reasons(batch.column(batch.schema.get_field_index("item_id")),
+                                                   [(n, batch.column(batch.schema.get_field_index(c)), d) for n, c, d in checks]))
+        unit = timed("unit_rows_float64", lambda: unit_rows64(x))
         base = timed("base_cosine_argmax", lambda: base_assign(unit, model.vectors64))
         play_tournament(unit[:2], model.vectors64, model.masks, model.coefficients, keys[:2])  # compile
-        timed("pairwise_tournament", lambda: play_tournament(unit, model.vectors64, model.masks, model.coefficients, keys))
+        top = top_candidates(base.cosines, candidates) if 0 < candidates < model.n_classes else None
+        timed("pairwise_tournament", lambda: play_tournament(unit, model.vectors64, model.masks, model.coefficients, keys, top))
         timed("class_names_out", lambda: class_names(model.class_ids, base.best))
         out[model.name] = steps
     return out
@@ -180,16 +185,17 @@ def main(argv=None) -> int:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--work", default="/tmp/pairspark-bench", help="catalogs (kept) and job outputs")
     parser.add_argument("--min-margin", default=None, help="fit setting (default: conf/default.toml)")
+    parser.add_argument("--candidates", type=int, default=0, help="classify setting (0: every class in each bracket)")
     parser.add_argument("--out", default="bench.json", help="JSON results file")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    overrides = {"master": args.master}
+    overrides = {"master": args.master, "candidates": args.candidates}
     if args.min_margin is not None:
         overrides["min_margin"] = args.min_margin
     settings = load_settings(None, overrides)
-    spark = build_session(args.master, "pairspark-bench", {"spark.ui.enabled": "false"})
+    spark = build_session(args.master, "pairspark-bench", {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"})
     spark.sparkContext.setLogLevel("ERROR")
     work = Path(args.work)
     data = work / f"catalog-n{args.items}-d{args.dim}-c{args.classes}-s{args.seed}"
@@ -220,7 +226,7 @@ def main(argv=None) -> int:
     watch.stop()
 
     views, meta = load_model(spark, str(runs / "model"))
-    profile = kernel_profile(items_path, views)
+    profile = kernel_profile(items_path, views, args.candidates)
     spark.stop()
 
     n = args.items
@@ -230,6 +236,7 @@ def main(argv=None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "master": args.master},
         "params": {"items": n, "dim": args.dim, "classes": args.classes, "views": len(VIEWS), "seed": args.seed,
+                   "candidates": args.candidates,
                    "min_margin": meta["settings"]["min_margin"], "items_parquet_mb": round(size_mb, 1),
                    "generate_s": round(generate_s, 1)},
         "seconds": seconds,

@@ -153,9 +153,16 @@ def test_on_invalid_error_stops_naming_the_first_bad_rows(spark, tmp_path):
 
     items_path, classes_path = write_bad_catalog(tmp_path / "bad")
     settings = load_settings(None, {"on_invalid": "error"})
-    with pytest.raises(InvalidRowsError, match=r"first: item_id='[^']+' \((image|text):"):
+    # the first three by item_id (nulls first), whatever the file order
+    first = r"first: item_id=None \(null_item_id\), item_id='inf' \(text:non_finite\), item_id='nan' \(image:non_finite\);"
+    with pytest.raises(InvalidRowsError, match=first):
         pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), settings)
     assert not (tmp_path / "m").exists()
+    # classify finds them in its own pass, and publishes nothing either
+    pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), load_settings(None, {"min_margin": "0"}))
+    with pytest.raises(InvalidRowsError, match=first):
+        pipeline.classify(spark, items_path, str(tmp_path / "m"), str(tmp_path / "p"), settings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "m"]
 
 
 def test_input_problems_are_usage_errors(spark, catalog, tmp_path):

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,3 +80,21 @@ def test_from_sums_round_trips_on_well_scaled_data():
     back = ClassMoments.from_sums(m.count, m.sums, m.sumsq)
     np.testing.assert_allclose(back.mean, m.mean, atol=1e-12)
     np.testing.assert_allclose(back.variance, m.variance, atol=1e-12)
+
+
+def test_batch_moments_equal_a_per_class_numpy_reference():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(500, 7)) * rng.uniform(0.1, 5, size=7) + 3
+    labels = rng.integers(0, 6, 500)
+    labels[labels == 4] = 5  # class 4 empty
+    m = ClassMoments.from_batch(x.astype(np.float32), labels, 6)
+    for c in range(6):
+        rows = x.astype(np.float32).astype(np.float64)[labels == c]
+        assert m.count[c] == len(rows)
+        if len(rows):
+            np.testing.assert_allclose(m.mean[c], rows.mean(axis=0), rtol=1e-12)
+            np.testing.assert_allclose(m.variance[c], rows.var(axis=0), rtol=1e-10)
+        else:
+            assert not m.mean[c].any() and not m.m2[c].any()
+    with pytest.raises(ValueError, match="labels must lie"):
+        ClassMoments.from_batch(x, np.full(500, 6), 6)

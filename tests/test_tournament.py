@@ -154,3 +154,15 @@ def test_a_condorcet_winner_always_wins_and_without_one_the_bracket_decides():
             without_winner += 1
             assert len(winners) > 1
     assert without_winner > 0
+
+
+def test_unit_rows_are_float64_and_do_not_depend_on_the_batch():
+    from pairspark.core.cosine import unit_rows64
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 33)).astype(np.float32)
+    x[7] = 0
+    got = unit_rows64(x)
+    np.testing.assert_allclose(got, normalize_rows(x.astype(np.float64)), rtol=1e-14, atol=1e-15)
+    assert not got[7].any() and got.dtype == np.float64
+    np.testing.assert_array_equal(unit_rows64(x[10:20]), got[10:20])  # a row does not depend on its batch

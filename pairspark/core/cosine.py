@@ -14,6 +14,16 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1).astype(x.dtype)
 
 
+def unit_rows64(x: np.ndarray) -> np.ndarray:
+    """Unit rows in float64 (fit and classify both use this, so they agree on every item).
+
+    One float64 copy, normalised in place: numpy's norm would allocate two more (n, D) arrays."""
+    out = np.array(x, dtype=np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+    out /= np.where(norms > 0, norms, 1.0)[:, None]
+    return out
+
+
 @dataclass(frozen=True)
 class BaseAssignment:
     best: np.ndarray  # (n,) int class index, argmax cosine (first index on ties)

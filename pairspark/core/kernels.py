@@ -99,3 +99,28 @@ def tournament(x, class_vectors, indptr, dims, coefficients, item_keys, candidat
     indptr, uint16 dims (masks.PairMasks); uint64 keys; int64 candidates (n, k), each row the
     classes that enter the item's bracket in ascending order, or (n, 0) for every class."""
     return _tournament(x, class_vectors, indptr, dims, coefficients, item_keys, candidates)
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def class_moments(x, labels, n_classes):
+    """count (C,), mean (C, D), m2 (C, D) of the rows of x grouped by label: two passes over the
+    batch (sums, then squared deviations from the class mean), float64, rows in order."""
+    n, dim = x.shape
+    count = np.zeros(n_classes, dtype=np.int64)
+    mean = np.zeros((n_classes, dim), dtype=np.float64)
+    m2 = np.zeros((n_classes, dim), dtype=np.float64)
+    for i in range(n):
+        c = labels[i]
+        count[c] += 1
+        for d in range(dim):
+            mean[c, d] += x[i, d]
+    for c in range(n_classes):
+        if count[c] > 0:
+            for d in range(dim):
+                mean[c, d] /= count[c]
+    for i in range(n):
+        c = labels[i]
+        for d in range(dim):
+            dev = x[i, d] - mean[c, d]
+            m2[c, d] += dev * dev
+    return count, mean, m2

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pairspark.core.cosine import base_assign, normalize_rows, top_candidates
+from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
 from pairspark.core.stats import ClassMoments
 from pairspark.core.tournament import pair_coefficients, play_tournament
@@ -64,7 +64,7 @@ class ViewModel:
         would depend on partitioning. In float64 those differences (~1e-16) vanish when the cosine
         is rounded to float32 and can only flip an exact tie.
         """
-        x_unit = normalize_rows(np.asarray(x, dtype=np.float64))
+        x_unit = unit_rows64(x)
         base = base_assign(x_unit, self.vectors64)
         out: dict[str, np.ndarray] = {"base": base.best, "base_cosine": base.best_cosine.astype(np.float32)}
         if "pairwise" in methods:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pairspark.core import kernels
+
 
 @dataclass(frozen=True)
 class ClassMoments:
@@ -36,19 +38,10 @@ class ClassMoments:
         labels = np.asarray(labels, dtype=np.int64)
         if x.ndim != 2 or labels.shape != (x.shape[0],):
             raise ValueError(f"x must be (n, d) and labels (n,), got {x.shape} and {labels.shape}")
-        out = cls.empty(n_classes, x.shape[1])
-        if x.shape[0] == 0:
-            return out
-        order = np.argsort(labels, kind="stable")
-        xs, ls = x[order], labels[order]
-        present, starts, counts = np.unique(ls, return_index=True, return_counts=True)
-        means = np.add.reduceat(xs, starts, axis=0) / counts[:, None]
-        deviations = xs - np.repeat(means, counts, axis=0)
-        m2 = np.add.reduceat(deviations * deviations, starts, axis=0)
-        out.count[present] = counts
-        out.mean[present] = means
-        out.m2[present] = m2
-        return out
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(f"labels must lie in [0, {n_classes})")
+        count, mean, m2 = kernels.class_moments(np.ascontiguousarray(x), labels, n_classes)
+        return cls(count, mean, m2)
 
     @classmethod
     def from_sums(cls, count: np.ndarray, sums: np.ndarray, sumsq: np.ndarray) -> ClassMoments:

@@ -17,13 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark import TaskContext
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from pairspark.config import MarginRule, Settings, View
-from pairspark.core.cosine import base_assign, confident, margin_histogram, margin_quantile, normalize_rows
+from pairspark.core.cosine import base_assign, confident, margin_histogram, margin_quantile, unit_rows64
 from pairspark.core.model import ViewModel, fit_view
 from pairspark.core.stats import ClassMoments, merge_all
-from pairspark.spark.io import REASON, ClassTable, batch_matrix, list_array
+from pairspark.spark.io import ClassTable, batch_matrix, batch_reasons, list_array, view_checks
 
 _HISTOGRAM_SCHEMA = "view string, histogram array<bigint>"
 _PARTIAL_SCHEMA = "view string, class_index int, part int, count bigint, mean array<double>, m2 array<double>"
@@ -32,16 +31,19 @@ _MERGED_SCHEMA = "view string, class_index int, count bigint, mean array<double>
 _ROWS_SEEN = -1
 
 
-def _valid_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _valid_batches(batches: Iterator[pa.RecordBatch], checks: list[tuple[str, str, int]]) -> Iterator[pa.RecordBatch]:
+    """Only the rows core/validate.py accepts (checked here, in the same pass as the math)."""
     for batch in batches:
-        valid = batch.filter(pc.is_null(batch.column(batch.schema.get_field_index(REASON))))
-        if valid.num_rows:
-            yield valid
+        reasons = batch_reasons(batch, checks)
+        if reasons.null_count == batch.num_rows:
+            yield batch  # the usual case: no copy
+        elif reasons.null_count:
+            yield batch.filter(pc.is_null(reasons))
 
 
 def _view_base(batch: pa.RecordBatch, view: View, table: ClassTable):
     # float64 as in ViewModel.classify, so fit and classify give every item the same base answer
-    x_unit = normalize_rows(batch_matrix(batch, view.column, table.dim).astype(np.float64))
+    x_unit = unit_rows64(batch_matrix(batch, view.column, table.dim))
     return x_unit, base_assign(x_unit, table.vectors.astype(np.float64))
 
 
@@ -51,10 +53,11 @@ def margin_thresholds(valid: DataFrame, views: list[View], tables: dict[str, Cla
         return {v.name: rule.value for v in views}
     if rule.value == 0:
         return {v.name: 0.0 for v in views}
+    checks = view_checks(views, {v.name: tables[v.name].dim for v in views})
 
     def partial_histograms(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         totals = {v.name: np.zeros(0, dtype=np.int64) for v in views}
-        for batch in _valid_batches(batches):
+        for batch in _valid_batches(batches, checks):
             for view in views:
                 hist = margin_histogram(_view_base(batch, view, tables[view.name])[1].margin)
                 totals[view.name] = hist if not totals[view.name].size else totals[view.name] + hist
@@ -101,12 +104,13 @@ def confident_moments(
     valid: DataFrame, views: list[View], tables: dict[str, ClassTable], settings: Settings, margins: dict[str, float]
 ) -> tuple[dict[str, ClassMoments], int]:
     """Per-view ClassMoments over the confident subset, and the number of valid items seen."""
+    checks = view_checks(views, {v.name: tables[v.name].dim for v in views})
 
     def partial_moments(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         part = TaskContext.get().partitionId()
         acc = {v.name: ClassMoments.empty(tables[v.name].vectors.shape[0], tables[v.name].dim) for v in views}
         rows_seen = 0
-        for batch in _valid_batches(batches):
+        for batch in _valid_batches(batches, checks):
             rows_seen += batch.num_rows
             for view in views:
                 x_unit, base = _view_base(batch, view, tables[view.name])
@@ -162,7 +166,7 @@ def confident_moments(
 
 
 def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], settings: Settings) -> FitResult:
-    """`valid`: prepared items (see io.prepare_items); rows with a REASON are skipped."""
+    """`valid`: io.mark_duplicates' output; rows core/validate.py rejects are skipped."""
     margins = margin_thresholds(valid, views, tables, settings.min_margin)
     moments, valid_items = confident_moments(valid, views, tables, settings, margins)
     fitted = [

@@ -6,17 +6,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pairspark.config import View
+from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
 
 ITEM_ID = "item_id"
 CLASS_ID = "class_id"
-REASON = "reason"  # why an item row is quarantined (null for a valid row)
+REASON = "reason"  # why an item row is quarantined (null for a valid row): see core/validate.py
 
 
 def read_parquet(spark: SparkSession, path: str, what: str) -> DataFrame:
@@ -99,59 +101,59 @@ def load_classes(spark: SparkSession, path: str, views: list[View]) -> dict[str,
     return out
 
 
-def invalid_reason(views: list[View], dims: dict[str, int]) -> Column:
-    """A string column naming the first problem of an item row, null when the row is usable."""
-    reason = F.when(F.col(ITEM_ID).isNull(), F.lit("null_item_id"))
-    for view in views:
-        col, d = F.col(view.column), dims[view.name]
-        reason = (
-            reason.when(col.isNull(), F.lit(f"{view.name}:null_vector"))
-            .when(F.size(col) != d, F.concat(F.lit(f"{view.name}:wrong_length:"), F.size(col).cast("string"), F.lit(f"!={d}")))
-            .when(F.exists(col, lambda v: v.isNull()), F.lit(f"{view.name}:null_element"))
-            .when(F.exists(col, lambda v: F.isnan(v) | (F.abs(v) == float("inf"))), F.lit(f"{view.name}:non_finite"))
-            .when(F.forall(col, lambda v: v == 0), F.lit(f"{view.name}:zero_vector"))
-        )
-    return reason
+DUPLICATE = "_duplicate"  # true where the row's item_id occurs more than once in the input
+_BROADCAST_IDS = 1_000_000
 
 
-def with_reason(items: DataFrame, views: list[View], dims: dict[str, int]) -> DataFrame:
-    """The items' rows, unchanged, plus REASON: why a row cannot be classified (null if it can).
-
-    Rows sharing an item_id all get `duplicate_item_id` (none is kept: any "first" would depend on
-    file order). Finding them shuffles only the ids; the marking is a broadcast join when few.
-    """
+def mark_duplicates(items: DataFrame, views: list[View]) -> DataFrame:
+    """The items' rows, unchanged, plus DUPLICATE. Finding repeats shuffles only the ids; the
+    marking is a broadcast join when they are few, and a constant when there are none."""
     require_columns(items, [ITEM_ID] + [v.column for v in views], "items table")
     for view in views:
         _require_vector_type(items, view.column, "items")
     duplicated = items.where(F.col(ITEM_ID).isNotNull()).groupBy(ITEM_ID).count().where(F.col("count") > 1)
     n_duplicated = duplicated.count()
-    marked = items.withColumn(REASON, invalid_reason(views, dims))
     if n_duplicated == 0:
-        return marked
-    flags = duplicated.select(ITEM_ID, F.lit(True).alias("_duplicate"))
-    joined = marked.join(F.broadcast(flags) if n_duplicated <= _BROADCAST_IDS else flags, ITEM_ID, "left")
-    reason = F.coalesce(F.col(REASON), F.when(F.col("_duplicate"), F.lit("duplicate_item_id")))
-    return joined.withColumn(REASON, reason).drop("_duplicate").select(*items.columns, REASON)
+        return items.withColumn(DUPLICATE, F.lit(False))
+    flags = duplicated.select(ITEM_ID, F.lit(True).alias(DUPLICATE))
+    joined = items.join(F.broadcast(flags) if n_duplicated <= _BROADCAST_IDS else flags, ITEM_ID, "left")
+    return joined.select(*items.columns, F.coalesce(F.col(DUPLICATE), F.lit(False)).alias(DUPLICATE))
 
 
-_BROADCAST_IDS = 1_000_000
-
-
-def prepare_items(marked: DataFrame, views: list[View], extra: list[str] | None = None) -> DataFrame:
-    """From with_reason's output: item_id, extra columns, the view columns as array<float>, REASON."""
-    require_columns(marked, list(extra or []), "items table")
-    columns = [c for c in dict.fromkeys(extra or []) if c != ITEM_ID]
-    vectors = list(dict.fromkeys(v.column for v in views))
-    return marked.select(
-        F.col(ITEM_ID).cast("string").alias(ITEM_ID),
-        *[F.col(c) for c in columns],
-        *[F.col(c).cast("array<float>").alias(c) for c in vectors],
-        REASON,
+def batch_reasons(batch: pa.RecordBatch, checks: list[tuple[str, str, int]]) -> pa.Array:
+    """validate.row_reasons for a batch of mark_duplicates' output; checks: (view, column, dim)."""
+    column = batch.schema.get_field_index
+    return row_reasons(
+        batch.column(column(ITEM_ID)),
+        [(name, batch.column(column(col)), dim) for name, col, dim in checks],
+        batch.column(column(DUPLICATE)),
     )
 
 
-def first_invalid(marked: DataFrame, limit: int = 3) -> list[tuple[str, str]]:
-    return [(r[ITEM_ID], r[REASON]) for r in marked.where(F.col(REASON).isNotNull()).select(ITEM_ID, REASON).limit(limit).collect()]
+def view_checks(views: list[View], dims: dict[str, int]) -> list[tuple[str, str, int]]:
+    return [(v.name, v.column, dims[v.name]) for v in views]
+
+
+def first_invalid(marked: DataFrame, views: list[View], dims: dict[str, int], limit: int = 3) -> list[tuple[str, str]]:
+    """The first `limit` bad rows by item_id (an extra pass: only --on-invalid error asks)."""
+    checks = view_checks(views, dims)
+
+    def bad_rows(batches):
+        for batch in batches:
+            reasons = batch_reasons(batch, checks)
+            bad = pc.invert(pc.is_null(reasons))
+            if pc.any(bad).as_py():
+                ids = pc.cast(batch.column(batch.schema.get_field_index(ITEM_ID)), pa.string())
+                yield pa.RecordBatch.from_arrays([ids.filter(bad), reasons.filter(bad)], [ITEM_ID, REASON])
+
+    rows = (
+        marked.select(ITEM_ID, *dict.fromkeys(v.column for v in views), DUPLICATE)
+        .mapInArrow(bad_rows, f"{ITEM_ID} string, {REASON} string")
+        .orderBy(F.col(ITEM_ID).asc_nulls_first())
+        .limit(limit)
+        .collect()
+    )
+    return [(r[ITEM_ID], r[REASON]) for r in rows]
 
 
 def require_rows(df: DataFrame, what: str) -> None:
