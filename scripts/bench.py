@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from pairspark import pipeline
 from pairspark.config import View, load_settings
-from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
+from pairspark.core.cosine import base_assign, normalize_rows, top_candidates, unit_rows64
 from pairspark.core.tournament import splitmix64
 from pairspark.core.validate import row_reasons
 from pairspark.spark.io import batch_matrix, class_names
@@ -176,6 +176,51 @@ def kernel_profile(items_path: str, model_dir_views, candidates: int, batch_rows
     return out
 
 
+def kernel_sweep(out_path: str, sizes: list[tuple[int, int]], seed: int = 0, items: int = 10_000) -> dict:
+    """Base vs pairwise kernel cost per 10k items as classes and dims grow (no Spark): masks are
+    fitted from synthetic items by the real code path, so their sizes are realistic."""
+    from pairspark.core.masks import MaskSettings
+    from pairspark.core.model import fit_view
+    from pairspark.core.stats import ClassMoments
+
+    rows = []
+    for n_classes, dim in sizes:
+        common, protos = prototypes(n_classes, dim, seed)["image"]
+        rng = np.random.default_rng([seed, n_classes, dim])
+        n_fit = max(20 * n_classes, items)
+        labels = rng.integers(0, n_classes, n_fit)
+        x = common + 0.5 * protos[labels] + 0.8 * rng.normal(size=(n_fit, dim)) / np.sqrt(dim)
+        prompts = normalize_rows(0.6 * common + protos)
+        unit = unit_rows64(x)
+        base = base_assign(unit, prompts)
+        t0 = time.perf_counter()
+        model = fit_view("image", "image_embedding", [str(c) for c in range(n_classes)], prompts,
+                         ClassMoments.from_batch(unit, base.best, n_classes), MaskSettings())
+        model.coefficients
+        masks_s = time.perf_counter() - t0
+        keys = np.arange(items, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        batch = x[:items].astype(np.float32)
+        model.classify(batch[:4], keys[:4], ("base", "pairwise"))  # compile
+        timings = {}
+        for label, methods, k in (("base", ("base",), 0), ("pairwise", ("base", "pairwise"), 0), ("pairwise_top8", ("base", "pairwise"), 8)):
+            best = float("inf")
+            for _ in range(2):
+                t0 = time.perf_counter()
+                model.classify(batch, keys, methods, k)
+                best = min(best, time.perf_counter() - t0)
+            timings[label] = round(best * 1e3 * 10_000 / items, 1)
+        row = {"classes": n_classes, "dim": dim, "ms_per_10k": timings,
+               "pairwise_vs_base": round(timings["base"] / timings["pairwise"], 3),
+               "top8_vs_base": round(timings["base"] / timings["pairwise_top8"], 3),
+               "mask_dims_median": float(np.median(model.masks.lengths)), "masks_mb": round(model.masks.nbytes / 2**20, 1),
+               "fit_masks_s": round(masks_s, 1)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(), "rows": rows}
+    Path(out_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -187,7 +232,13 @@ def main(argv=None) -> int:
     parser.add_argument("--min-margin", default=None, help="fit setting (default: conf/default.toml)")
     parser.add_argument("--candidates", type=int, default=0, help="classify setting (0: every class in each bracket)")
     parser.add_argument("--out", default="bench.json", help="JSON results file")
+    parser.add_argument("--kernel-sweep", action="store_true",
+                        help="instead: base vs pairwise kernels (no Spark) for classes 10..1000 x dims 256..768")
     args = parser.parse_args(argv)
+    if args.kernel_sweep:
+        sizes = [(c, 768) for c in (10, 50, 200, 1000)] + [(50, d) for d in (256, 512)]
+        kernel_sweep(args.out, sizes, args.seed)
+        return 0
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
