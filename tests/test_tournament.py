@@ -166,3 +166,21 @@ def test_unit_rows_are_float64_and_do_not_depend_on_the_batch():
     np.testing.assert_allclose(got, normalize_rows(x.astype(np.float64)), rtol=1e-14, atol=1e-15)
     assert not got[7].any() and got.dtype == np.float64
     np.testing.assert_array_equal(unit_rows64(x[10:20]), got[10:20])  # a row does not depend on its batch
+
+
+@pytest.mark.parametrize("n_classes", [3, 8, 13])
+def test_the_bit_form_of_the_masks_plays_the_same_tournament(n_classes):
+    rng = np.random.default_rng(40 + n_classes)
+    x, classes, masks, keys = random_problem(rng, 200, 70, n_classes)  # 70 dims: two words per mask
+    csr = PairMasks.from_lists(masks)
+    bits = csr.compact(70, limit=0)
+    assert bits.is_bits and not csr.is_bits
+    assert bits.lengths.tolist() == csr.lengths.tolist() == [len(m) for m in masks]
+    assert all(np.array_equal(a, b) for a, b in zip(bits, masks))
+    indptr, dims = bits.csr()
+    assert np.array_equal(indptr, csr.indptr) and np.array_equal(dims, csr.dims)
+    coef = pair_coefficients(classes, csr)
+    np.testing.assert_array_equal(pair_coefficients(classes, bits), coef)
+    got = play_tournament(x, classes, bits, coef, keys)
+    assert got.tolist() == play_tournament(x, classes, csr, coef, keys).tolist()
+    assert got.tolist() == [reference_tournament(x[i], classes, masks, keys[i]) for i in range(len(x))]

@@ -20,6 +20,12 @@ _CACHE = os.path.isfile(__file__)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+# _DEBRUIJN_INDEX[(lone_bit * _DEBRUIJN) >> 58] = the index of that bit (de Bruijn sequence)
+_DEBRUIJN_INDEX = np.zeros(64, dtype=np.int64)
+with np.errstate(over="ignore"):
+    for _i in range(64):
+        _DEBRUIJN_INDEX[int(((np.uint64(1) << np.uint64(_i)) * _DEBRUIJN) >> np.uint64(58))] = _i
 
 
 @numba.njit(cache=_CACHE, nogil=True, inline="always")
@@ -51,7 +57,23 @@ def _match(x_row, t_a, t_b, coef_a, coef_b, dims):
 
 
 @numba.njit(cache=_CACHE, nogil=True)
-def _tournament(x, class_vectors, indptr, dims, coefficients, item_keys, candidates):
+def _match_bits(x_row, t_a, t_b, coef_a, coef_b, words, debruijn_index):
+    """_match over the set bits of a packed mask (ascending dims; one accumulator, fixed order)."""
+    score = 0.0
+    for w in range(words.shape[0]):
+        word = words[w]
+        base = w * 64
+        while word != np.uint64(0):
+            low = word & (~word + np.uint64(1))
+            d = base + debruijn_index[(low * _DEBRUIJN) >> np.uint64(58)]
+            score += x_row[d] * (t_a[d] * coef_a - t_b[d] * coef_b)
+            word ^= low
+    return score
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def _tournament(x, class_vectors, indptr, dims, bits, coefficients, item_keys, candidates, debruijn_index):
+    use_bits = bits.shape[0] > 0
     n = x.shape[0]
     n_classes = class_vectors.shape[0]
     all_classes = candidates.shape[1] == 0
@@ -83,8 +105,12 @@ def _tournament(x, class_vectors, indptr, dims, coefficients, item_keys, candida
                 if a > b:
                     a, b = b, a
                 p = a * (2 * n_classes - a - 1) // 2 + (b - a - 1)
-                score = _match(x[i], class_vectors[a], class_vectors[b], coefficients[p, 0],
-                               coefficients[p, 1], dims[indptr[p] : indptr[p + 1]])
+                if use_bits:
+                    score = _match_bits(x[i], class_vectors[a], class_vectors[b], coefficients[p, 0],
+                                        coefficients[p, 1], bits[p], debruijn_index)
+                else:
+                    score = _match(x[i], class_vectors[a], class_vectors[b], coefficients[p, 0],
+                                   coefficients[p, 1], dims[indptr[p] : indptr[p + 1]])
                 survivors[m] = a if score >= 0.0 else b
             if width % 2 == 1:
                 survivors[half] = survivors[width - 1]
@@ -94,11 +120,12 @@ def _tournament(x, class_vectors, indptr, dims, coefficients, item_keys, candida
     return winners
 
 
-def tournament(x, class_vectors, indptr, dims, coefficients, item_keys, candidates):
-    """Winners (n,) int32. Arrays C-contiguous: float64 x, class vectors, coefficients; int64
-    indptr, uint16 dims (masks.PairMasks); uint64 keys; int64 candidates (n, k), each row the
+def tournament(x, class_vectors, indptr, dims, bits, coefficients, item_keys, candidates):
+    """Winners (n,) int32. Arrays C-contiguous: float64 x, class vectors, coefficients; masks
+    (masks.PairMasks) as int64 indptr + uint16 dims, or as (P, W) uint64 bits (then indptr and
+    dims are unused; else bits has 0 rows); uint64 keys; int64 candidates (n, k), each row the
     classes that enter the item's bracket in ascending order, or (n, 0) for every class."""
-    return _tournament(x, class_vectors, indptr, dims, coefficients, item_keys, candidates)
+    return _tournament(x, class_vectors, indptr, dims, bits, coefficients, item_keys, candidates, _DEBRUIJN_INDEX)
 
 
 @numba.njit(cache=_CACHE, nogil=True)

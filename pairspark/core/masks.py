@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,16 +48,25 @@ def class_pairs(n_classes: int) -> np.ndarray:
 _PAIR_BLOCK = 4096
 
 
+# Above this size the CSR form gives way to one bit per (pair, dim) when that is smaller.
+CSR_LIMIT_BYTES = 64 * 2**20
+
+
 @dataclass(frozen=True)
 class PairMasks:
-    """All pairs' dims, packed (CSR): pair p keeps dims[indptr[p]:indptr[p + 1]], sorted.
+    """All pairs' dims, packed, in one of two forms (the kernel reads either):
 
-    2 bytes per kept dimension: 1,000 classes x ~100 dims per pair is ~100 MB, where a dense
-    (pairs x D) float64 weight matrix would be 3 GB.
+    * CSR: pair p keeps dims[indptr[p]:indptr[p + 1]], sorted; 2 bytes per kept dim, and a match
+      reads only its dims. Used while it stays under CSR_LIMIT_BYTES.
+    * bits: (P, ceil(D/64)) uint64, dim d is bit d % 64 of word d // 64; D/8 bytes per pair
+      whatever the mask size: 1,000 classes x 768 dims is 46 MB, where CSR with ~230 dims per
+      pair is 226 MB (and a dense float64 (pairs x D) weight matrix 3 GB).
     """
 
-    indptr: np.ndarray  # (P + 1,) int64
-    dims: np.ndarray  # (nnz,) uint16 (D <= 65,535)
+    indptr: np.ndarray | None  # (P + 1,) int64, CSR form
+    dims: np.ndarray | None  # (nnz,) uint16 (D <= 65,535), CSR form
+    bits: np.ndarray | None = None  # (P, W) uint64, bit form
+    dim: int = 0  # D, needed by the bit form
 
     @staticmethod
     def from_keep(keep_blocks) -> PairMasks:
@@ -77,10 +86,26 @@ class PairMasks:
             raise ValueError("mask dims must lie in [0, 65535]")
         return PairMasks(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), flat.astype(np.uint16))
 
+    @property
+    def is_bits(self) -> bool:
+        return self.bits is not None
+
     def __len__(self) -> int:
-        return len(self.indptr) - 1
+        return len(self.bits) if self.is_bits else len(self.indptr) - 1
+
+    def keep(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, D) bool rows of the pairs start..stop-1 (D from the masks or `dim`)."""
+        if self.is_bits:
+            as_bytes = np.ascontiguousarray(self.bits[start:stop], dtype="<u8").view(np.uint8)
+            return np.unpackbits(as_bytes, axis=1, bitorder="little")[:, : self.dim].astype(bool)
+        lengths = np.diff(self.indptr[start : stop + 1])
+        out = np.zeros((stop - start, self.dim), dtype=bool)
+        out[np.repeat(np.arange(stop - start), lengths), self.dims[self.indptr[start] : self.indptr[stop]]] = True
+        return out
 
     def __getitem__(self, p: int) -> np.ndarray:
+        if self.is_bits:
+            return np.flatnonzero(self.keep(p, p + 1)[0]).astype(np.int32)
         return self.dims[self.indptr[p] : self.indptr[p + 1]].astype(np.int32)
 
     def __iter__(self):
@@ -88,11 +113,41 @@ class PairMasks:
 
     @property
     def lengths(self) -> np.ndarray:
+        if self.is_bits:
+            return np.bitwise_count(self.bits).sum(axis=1).astype(np.int64)
         return np.diff(self.indptr)
 
     @property
     def nbytes(self) -> int:
-        return int(self.indptr.nbytes + self.dims.nbytes)
+        return int(self.bits.nbytes if self.is_bits else self.indptr.nbytes + self.dims.nbytes)
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """(indptr, dims) whatever the form (for files)."""
+        if not self.is_bits:
+            return self.indptr, self.dims
+        lengths, dims = [], []
+        for start in range(0, len(self), _PAIR_BLOCK):
+            block = self.keep(start, min(len(self), start + _PAIR_BLOCK))
+            lengths.append(block.sum(axis=1))
+            dims.append(np.nonzero(block)[1].astype(np.uint16))
+        return np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64), np.concatenate(dims)
+
+    def compact(self, dim: int, limit: int = CSR_LIMIT_BYTES) -> PairMasks:
+        """The same masks in the form to broadcast: CSR under `limit`, else the smaller of the two."""
+        if self.is_bits:
+            return self
+        words = (dim + 63) // 64
+        if self.nbytes <= limit or len(self) * words * 8 >= self.nbytes:
+            return replace(self, dim=dim)
+        bits = np.zeros((len(self), words), dtype=np.uint64)
+        csr = replace(self, dim=dim)
+        for start in range(0, len(self), _PAIR_BLOCK):
+            stop = min(len(self), start + _PAIR_BLOCK)
+            packed = np.packbits(csr.keep(start, stop), axis=1, bitorder="little")
+            padded = np.zeros((stop - start, words * 8), dtype=np.uint8)
+            padded[:, : packed.shape[1]] = packed
+            bits[start:stop] = padded.view("<u8")
+        return PairMasks(None, None, bits, dim)
 
 
 def select_dims_block(ratio: np.ndarray, settings: MaskSettings) -> np.ndarray:
@@ -127,4 +182,4 @@ def pair_masks(moments: ClassMoments, settings: MaskSettings) -> PairMasks:
             keep[~(usable[a] & usable[b])] = True
             yield keep
 
-    return PairMasks.from_keep(blocks())
+    return PairMasks.from_keep(blocks()).compact(moments.dim)

@@ -18,6 +18,8 @@ so the bracket never depends on partitioning, batch or row order.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from pairspark.core import kernels
@@ -68,14 +70,13 @@ def pair_coefficients(class_vectors: np.ndarray, masks: PairMasks) -> np.ndarray
     t = np.asarray(class_vectors, dtype=np.float64)
     squares = t * t
     pairs = class_pairs(len(t))
-    lengths = masks.lengths
+    masks = masks if masks.dim else replace(masks, dim=t.shape[1])
     coef = np.zeros((len(pairs), 2), dtype=np.float64)
     for start in range(0, len(pairs), _PAIR_BLOCK):
         stop = min(len(pairs), start + _PAIR_BLOCK)
-        dims = masks.dims[masks.indptr[start] : masks.indptr[stop]].astype(np.int64)
-        owner = np.repeat(np.arange(start, stop), lengths[start:stop])
+        keep = masks.keep(start, stop)
         for side in (0, 1):
-            sums = np.bincount(owner - start, weights=squares[pairs[owner, side], dims], minlength=stop - start)
+            sums = np.einsum("ij,ij->i", keep, squares[pairs[start:stop, side]])
             with np.errstate(divide="ignore"):
                 coef[start:stop, side] = np.where(sums > 0, 1.0 / np.sqrt(sums), 0.0)
     return coef
@@ -100,9 +101,15 @@ def play_tournament(
     return kernels.tournament(
         x,
         np.ascontiguousarray(class_vectors, dtype=np.float64),
-        masks.indptr,
-        masks.dims,
+        *_kernel_masks(masks),
         np.ascontiguousarray(coefficients, dtype=np.float64),
         np.ascontiguousarray(item_keys).astype(np.uint64, copy=False),
         np.zeros((len(x), 0), np.int64) if candidates is None else np.ascontiguousarray(candidates, dtype=np.int64),
     ).astype(np.int64)
+
+
+def _kernel_masks(masks: PairMasks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, dims, bits) for the kernel: the unused form as empty arrays."""
+    if masks.is_bits:
+        return np.zeros(1, np.int64), np.zeros(0, np.uint16), masks.bits
+    return masks.indptr, masks.dims, np.zeros((0, 1), np.uint64)

@@ -8,8 +8,11 @@ MODEL_DIR/meta.json        settings, views, class order, inputs, counts, version
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
@@ -55,21 +58,42 @@ def _write_small(spark: SparkSession, rows: list[tuple], schema: T.StructType, p
 
 
 def _write_arrow(spark: SparkSession, table: pa.Table, path: str) -> None:
-    spark.createDataFrame(table).coalesce(1).write.mode("errorifexists").parquet(path)
+    """One Parquet part written by pyarrow on the driver and uploaded: at 1,000 classes the masks
+    are ~1 GB of Spark rows, too much to push through the driver JVM's heap."""
+    with tempfile.TemporaryDirectory(prefix="pairspark-") as tmp:
+        local = f"{tmp}/part-00000.parquet"
+        pq.write_table(table, local)
+        FileSystem(spark).copy_from_local(local, f"{path}/part-00000.parquet")
+
+
+def _read_arrow(spark: SparkSession, path: str, what: str) -> pa.Table:
+    fs = FileSystem(spark)
+    parts = [n for n in fs.list_names(path) if n.endswith(".parquet")] if fs.exists(path) else []
+    if not parts:
+        raise UsageError(f"cannot read {what} from {path}: no Parquet files")
+    with tempfile.TemporaryDirectory(prefix="pairspark-") as tmp:
+        tables = []
+        for name in parts:
+            fs.copy_to_local(f"{path}/{name}", f"{tmp}/{name}")
+            tables.append(pq.read_table(f"{tmp}/{name}"))
+        return pa.concat_tables(tables)
 
 
 def _masks_table(v: ViewModel) -> pa.Table:
     """One row per pair, built column-wise from the packed masks (no Python loop per pair)."""
     pairs = class_pairs(v.n_classes)
     ids = pa.array(v.class_ids, pa.string())
-    dims = pa.ListArray.from_arrays(pa.array(v.masks.indptr.astype(np.int32)), pa.array(v.masks.dims.astype(np.int32)))
+    indptr, flat = v.masks.csr()
+    if len(flat) >= 2**31:
+        raise ValueError(f"view {v.name}: {len(flat)} mask entries exceed one Parquet list column; use --max-dims")
+    dims = pa.ListArray.from_arrays(pa.array(indptr.astype(np.int32)), pa.array(flat.astype(np.int32)))
     return pa.Table.from_arrays(
         [pa.array([v.name] * len(pairs), pa.string()), ids.take(pairs[:, 0]), ids.take(pairs[:, 1]), dims],
         schema=pa.schema([(f.name, pa.string() if f.name != "dims" else pa.list_(pa.int32()), False) for f in _MASKS]),
     )
 
 
-def _read_masks(masks: pa.Table, view: str, index: dict[str, int], path: str) -> PairMasks:
+def _read_masks(masks: pa.Table, view: str, index: dict[str, int], dim: int, path: str) -> PairMasks:
     rows = masks.filter(pc.equal(masks["view"], view))
     n_classes = len(index)
     a = np.array([index.get(c, -1) for c in rows["class_a"].to_pylist()], dtype=np.int64)
@@ -83,7 +107,7 @@ def _read_masks(masks: pa.Table, view: str, index: dict[str, int], path: str) ->
     dims = rows["dims"].combine_chunks().take(pa.array(order))
     offsets = dims.offsets.to_numpy().astype(np.int64)
     flat = dims.values.to_numpy(zero_copy_only=False)
-    return PairMasks(offsets - offsets[0], flat[offsets[0] : offsets[-1]].astype(np.uint16))
+    return PairMasks(offsets - offsets[0], flat[offsets[0] : offsets[-1]].astype(np.uint16)).compact(dim)
 
 
 def save_model(spark: SparkSession, views: list[ViewModel], meta: dict, path: str) -> None:
@@ -108,7 +132,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
         raise UsageError(f"{path} is not a pairspark model directory (no meta.json); run `pairspark fit` first")
     meta = fs.read_json(f"{path}/meta.json")
     stats = read_parquet(spark, f"{path}/stats.parquet", "model statistics").toPandas()
-    masks = read_parquet(spark, f"{path}/masks.parquet", "model masks").toArrow()
+    masks = _read_arrow(spark, f"{path}/masks.parquet", "model masks")
     classes = read_parquet(spark, f"{path}/classes.parquet", "model classes").toPandas()
     views = []
     for view in meta["views"]:
@@ -123,7 +147,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
         sums = np.stack(vs["sum"].to_numpy()).astype(np.float64)
         mean = np.where(count[:, None] > 0, sums / np.maximum(count, 1)[:, None], 0.0)
         moments = ClassMoments(count, mean, np.stack(vs["m2"].to_numpy()).astype(np.float64))
-        view_masks = _read_masks(masks, name, index, path)
+        view_masks = _read_masks(masks, name, index, int(view["dim"]), path)
         views.append(
             ViewModel(
                 name=name,
