@@ -232,6 +232,7 @@ def main(argv=None) -> int:
     parser.add_argument("--min-margin", default=None, help="fit setting (default: conf/default.toml)")
     parser.add_argument("--candidates", type=int, default=0, help="classify setting (0: every class in each bracket)")
     parser.add_argument("--out", default="bench.json", help="JSON results file")
+    parser.add_argument("--driver-memory", default="4g", help="JVM heap in local mode (the executors share it)")
     parser.add_argument("--kernel-sweep", action="store_true",
                         help="instead: base vs pairwise kernels (no Spark) for classes 10..1000 x dims 256..768")
     args = parser.parse_args(argv)
@@ -246,7 +247,9 @@ def main(argv=None) -> int:
     if args.min_margin is not None:
         overrides["min_margin"] = args.min_margin
     settings = load_settings(None, overrides)
-    spark = build_session(args.master, "pairspark-bench", {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"})
+    # one JVM heap for every stage; 1,000 classes need more than the 1 GB default in local mode
+    spark = build_session(args.master, "pairspark-bench", {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+                                                           "spark.driver.memory": args.driver_memory})
     spark.sparkContext.setLogLevel("ERROR")
     work = Path(args.work)
     data = work / f"catalog-n{args.items}-d{args.dim}-c{args.classes}-s{args.seed}"
@@ -287,7 +290,7 @@ def main(argv=None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "master": args.master},
         "params": {"items": n, "dim": args.dim, "classes": args.classes, "views": len(VIEWS), "seed": args.seed,
-                   "candidates": args.candidates,
+                   "candidates": args.candidates, "driver_memory": args.driver_memory,
                    "min_margin": meta["settings"]["min_margin"], "items_parquet_mb": round(size_mb, 1),
                    "generate_s": round(generate_s, 1)},
         "seconds": seconds,
