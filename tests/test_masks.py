@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pairspark.core.masks import MaskSettings, class_pairs, pair_masks, select_dims
+from pairspark.core.masks import MaskSettings, class_pairs, pair_masks, select_dims, select_dims_block
 from pairspark.core.stats import ClassMoments
 
 
@@ -54,3 +54,13 @@ def test_constant_dimension_in_one_class_is_kept_as_perfectly_separating():
     moments = ClassMoments.from_batch(x, np.array([0, 0, 1, 1]), 2)
     (dims,) = pair_masks(moments, MaskSettings(ratio_threshold=1.2, min_dims=1))
     assert 0 in dims.tolist()  # sd = 0 in both classes, means differ: ratio inf
+
+
+@pytest.mark.parametrize("settings", [MaskSettings(1.2, 8, None), MaskSettings(1.1, 3, 5), MaskSettings(1.5, 1, 2), MaskSettings(9.0, 4, None)])
+def test_block_selection_equals_the_per_pair_rule(settings):
+    rng = np.random.default_rng(8)
+    ratio = np.round(rng.uniform(1.0, 1.8, size=(300, 12)), 1)  # rounding makes ties
+    ratio[5] = np.inf
+    keep = select_dims_block(ratio, settings)
+    for row, k in zip(ratio, keep):
+        assert np.flatnonzero(k).tolist() == select_dims(row, settings).tolist()
