@@ -247,3 +247,25 @@ def test_a_broken_classes_table_is_a_usage_error(spark, tmp_path, ids, vectors, 
     pq.write_table(pa.table({"class_id": ids, "image_embedding": pa.array(vectors, pa.list_(pa.float32()))}), path)
     with pytest.raises(UsageError, match=message):
         load_classes(spark, str(path), [View("image", "image_embedding")])
+
+
+def test_masks_in_bit_form_give_the_same_model_files_and_predictions(spark, catalog, tmp_path, monkeypatch):
+    from pairspark.core import masks as masks_module
+
+    (items_path, classes_path), _, _ = catalog
+    settings = load_settings(None, {"min_margin": "0"})
+    pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / "csr"), settings)
+    monkeypatch.setattr(masks_module, "CSR_LIMIT_BYTES", 0)  # decided on the driver, broadcast as is
+    pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / "bits"), settings)
+    from pairspark.spark.model_io import load_model
+
+    views, _ = load_model(spark, str(tmp_path / "bits" / "model"))
+    assert all(v.masks.is_bits for v in views)
+    for name in ("masks.parquet", "predictions"):
+        a = pd.read_parquet(tmp_path / "csr" / ("model" if name.endswith("parquet") else "") / name)
+        b = pd.read_parquet(tmp_path / "bits" / ("model" if name.endswith("parquet") else "") / name)
+        sort = ["view", "class_a", "class_b"] if name == "masks.parquet" else ["item_id"]
+        a, b = a.sort_values(sort).reset_index(drop=True), b.sort_values(sort).reset_index(drop=True)
+        assert a.drop(columns="dims", errors="ignore").equals(b.drop(columns="dims", errors="ignore"))
+        if "dims" in a:
+            assert all(np.array_equal(x, y) for x, y in zip(a["dims"], b["dims"]))

@@ -132,8 +132,10 @@ class PairMasks:
             dims.append(np.nonzero(block)[1].astype(np.uint16))
         return np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64), np.concatenate(dims)
 
-    def compact(self, dim: int, limit: int = CSR_LIMIT_BYTES) -> PairMasks:
-        """The same masks in the form to broadcast: CSR under `limit`, else the smaller of the two."""
+    def compact(self, dim: int, limit: int | None = None) -> PairMasks:
+        """The same masks in the form to broadcast: CSR under `limit` (default CSR_LIMIT_BYTES),
+        else the smaller of the two."""
+        limit = CSR_LIMIT_BYTES if limit is None else limit
         if self.is_bits:
             return self
         words = (dim + 63) // 64
