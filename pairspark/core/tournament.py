@@ -23,11 +23,9 @@ from dataclasses import replace
 import numpy as np
 
 from pairspark.core import kernels
+from pairspark.core.kernels import _GOLDEN, _MIX1, _MIX2  # the compiled loop's splitmix64 constants
 from pairspark.core.masks import PairMasks, class_pairs
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 _PAIR_BLOCK = 4096
 
 
