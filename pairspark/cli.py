@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from pairspark.config import Settings, load_settings, parse_views
+from pairspark.core.model import METHODS
 from pairspark.errors import InvalidRowsError, UsageError
 
 EXIT_USAGE = 2
@@ -46,13 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", required=True)
     views_arg(p)
     p.add_argument("--out", required=True, help="MODEL_DIR")
+    p.add_argument("--methods", help=METHODS_HELP + "; fit prepares the ones that need passes of their own")
     _settings_options(p)
 
     p = sub.add_parser("classify", help="per-item classes for every view and method into PRED_DIR")
     p.add_argument("--items", required=True)
     p.add_argument("--model", required=True, help="MODEL_DIR written by fit")
     p.add_argument("--out", required=True, help="PRED_DIR")
-    p.add_argument("--methods", help="comma list of base,pairwise (both)")
+    p.add_argument("--methods", help=METHODS_HELP)
     p.add_argument("--label-col", help="carry this ground-truth column into the predictions")
     p.add_argument("--quarantine", help="where invalid item rows go, with a reason (default PRED_DIR.quarantine)")
     _settings_options(p)
@@ -68,11 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", required=True)
     views_arg(p)
     p.add_argument("--out", required=True, help="DIR")
-    p.add_argument("--methods", help="comma list of base,pairwise (both)")
+    p.add_argument("--methods", help=METHODS_HELP)
     p.add_argument("--label-col")
     _settings_options(p)
     return parser
 
+
+METHODS_HELP = (f"comma list of {','.join(METHODS)}, or auto (default: base,pairwise,cotrain with two views, "
+                "base,pairwise with one; classify: the methods the model was fitted for)")
 
 _SETTING_FLAGS = (
     "ratio_threshold", "min_dims", "max_dims", "min_class_count", "min_cosine", "min_margin",

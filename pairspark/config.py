@@ -77,10 +77,16 @@ class Settings:
     partitions: int | None = None
     master: str = "local[*]"
     arrow_batch_size: int = 10000
-    methods: tuple[str, ...] = ("base", "pairwise")
+    methods: tuple[str, ...] = ()  # () = "auto": core.model.default_methods, or the model's
     on_invalid: str = "quarantine"
     output_files: int = 4
     candidates: int = 0
+
+    @property
+    def confident_share(self) -> float:
+        """The share of least confident items set aside: min_margin's quantile, or 30% when
+        min_margin is absolute (cotrain's discriminant scores have no absolute scale)."""
+        return self.min_margin.value if self.min_margin.is_quantile else 0.3
 
     def mask_settings(self) -> MaskSettings:
         return MaskSettings(self.ratio_threshold, self.min_dims, self.max_dims, self.min_class_count)
@@ -88,7 +94,7 @@ class Settings:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["min_margin"] = str(self.min_margin)
-        out["methods"] = list(self.methods)
+        out["methods"] = ",".join(self.methods) or "auto"
         return out
 
 
@@ -98,13 +104,15 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "min_margin":
         return MarginRule.parse(value)
     if name == "methods":
+        if value == "auto":
+            return ()
         items = value.split(",") if isinstance(value, str) else list(value)
         methods = tuple(m.strip() for m in items if m.strip())
         from pairspark.core.model import METHODS
 
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
-            raise UsageError(f"methods must be a subset of {','.join(METHODS)}, got {value!r}")
+            raise UsageError(f"methods must be auto or a subset of {','.join(METHODS)}, got {value!r}")
         return methods
     if name == "on_invalid":
         if value not in ("quarantine", "error"):

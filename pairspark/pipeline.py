@@ -22,7 +22,8 @@ from pyspark.sql import functions as F
 from pairspark import __version__
 from pairspark.config import Settings, View, format_views
 from pairspark.errors import InvalidRowsError, UsageError
-from pairspark.spark.classify import ORIGINAL, classify_items, prediction_fields, primary_method
+from pairspark.core.model import ITERATIVE_METHODS, default_methods, primary_method
+from pairspark.spark.classify import ORIGINAL, classify_items, prediction_fields
 from pairspark.spark.evaluate import evaluate_predictions
 from pairspark.spark.fit import fit_views
 from pairspark.spark.io import (
@@ -104,7 +105,8 @@ def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[Vie
         dims = {name: t.dim for name, t in tables.items()}
         marked = _read_items(spark, items_path, views, dims, settings, check_now=True)
         columns = [ITEM_ID, *dict.fromkeys(v.column for v in views), DUPLICATE]
-        result = fit_views(_maybe_repartition(marked.select(*columns), settings), views, tables, settings)
+        methods = settings.methods or default_methods(len(views))
+        result = fit_views(_maybe_repartition(marked.select(*columns), settings), views, tables, settings, methods)
         if result.valid_items == 0:
             raise UsageError(f"items table {items_path} has no valid rows to fit on (see the quarantine reasons)")
         fs = FileSystem(spark)
@@ -113,6 +115,8 @@ def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[Vie
             "settings": settings.to_json(),
             "views": [model_view_meta(v, result.confident_items[v.name]) for v in result.views],
             "views_spec": format_views(views),
+            "methods": list(methods),
+            "method_fits": result.method_fits,
             "inputs": {"items": fs.qualify(items_path), "classes": fs.qualify(classes_path)},
             "counts": {"valid_items": result.valid_items},
             "versions": _versions(),
@@ -143,7 +147,11 @@ def classify(
         marked = _read_items(spark, items_path, view_specs, dims, settings, check_now=False)
         if label_col:
             require_columns(marked, [label_col], "items table")
-        methods = settings.methods
+        methods = settings.methods or tuple(meta.get("methods") or default_methods(len(views)))
+        unfitted = [m for m in methods if m in ITERATIVE_METHODS and m not in views[0].scorers]
+        if unfitted:
+            raise UsageError(f"model {model_dir} was not fitted for {', '.join(unfitted)}: "
+                             f"refit with --methods {','.join(methods)}")
         # one pass: predictions for valid rows, reason and original columns for the rest
         result = classify_items(spark, _maybe_repartition(marked, settings), views, methods, settings.seed,
                                 label_col, settings.candidates).persist(StorageLevel.MEMORY_AND_DISK)

@@ -151,3 +151,57 @@ def class_moments(x, labels, n_classes):
             dev = x[i, d] - mean[c, d]
             m2[c, d] += dev * dev
     return count, mean, m2
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def _round_robin(x, class_vectors, indptr, dims, bits, coefficients, candidates, cosines, debruijn_index):
+    use_bits = bits.shape[0] > 0
+    n = x.shape[0]
+    n_classes = class_vectors.shape[0]
+    all_classes = candidates.shape[1] == 0
+    winners = np.empty(n, dtype=np.int32)
+    entrants = np.empty(n_classes, dtype=np.int64)
+    wins = np.zeros(n_classes, dtype=np.int64)
+    for i in range(n):
+        if all_classes:
+            width = n_classes
+            for c in range(n_classes):
+                entrants[c] = c
+        else:
+            width = candidates.shape[1]
+            for c in range(width):
+                entrants[c] = candidates[i, c]
+        for u in range(width):
+            wins[entrants[u]] = 0
+        for u in range(width):
+            for v in range(u + 1, width):
+                a = entrants[u]
+                b = entrants[v]
+                if a > b:
+                    a, b = b, a
+                p = a * (2 * n_classes - a - 1) // 2 + (b - a - 1)
+                if use_bits:
+                    score = _match_bits(x[i], class_vectors[a], class_vectors[b], coefficients[p, 0],
+                                        coefficients[p, 1], bits[p], debruijn_index)
+                else:
+                    score = _match(x[i], class_vectors[a], class_vectors[b], coefficients[p, 0],
+                                   coefficients[p, 1], dims[indptr[p] : indptr[p + 1]])
+                if score >= 0.0:
+                    wins[a] += 1
+                else:
+                    wins[b] += 1
+        best = entrants[0]
+        for u in range(1, width):
+            c = entrants[u]
+            if wins[c] > wins[best] or (wins[c] == wins[best] and (cosines[i, c] > cosines[i, best]
+                                                                    or (cosines[i, c] == cosines[i, best] and c < best))):
+                best = c
+        winners[i] = best
+    return winners
+
+
+def round_robin(x, class_vectors, indptr, dims, bits, coefficients, candidates, cosines):
+    """Winners (n,) int32 of an all-play-all among each item's candidates (same arrays as
+    `tournament`, plus the (n, C) float64 base cosines): most wins, ties to the higher base
+    cosine, then the lower class index."""
+    return _round_robin(x, class_vectors, indptr, dims, bits, coefficients, candidates, cosines, _DEBRUIJN_INDEX)

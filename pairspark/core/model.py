@@ -8,10 +8,25 @@ import numpy as np
 
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
+from pairspark.core.refine import Scorer, gnb_scorer, ovr_masks, ovr_predict
 from pairspark.core.stats import ClassMoments
-from pairspark.core.tournament import pair_coefficients, play_tournament
+from pairspark.core.tournament import pair_coefficients, play_round_robin, play_tournament
 
-METHODS = ("base", "pairwise")
+METHODS = ("base", "pairwise", "ovr", "roundrobin", "centroid", "gnb", "transductive", "cotrain")
+# methods whose fit needs passes of their own over the items (spark/refine.py); their scorers are
+# stored in the model. The others derive from the confident statistics and the masks.
+ITERATIVE_METHODS = ("centroid", "transductive", "cotrain")
+# NAME_class comes from the first of these that ran (docs/RESULTS.md says why cotrain leads)
+PRIMARY_ORDER = ("cotrain", "pairwise")
+
+
+def primary_method(methods) -> str:
+    """The method whose answer becomes NAME_class."""
+    return next((m for m in PRIMARY_ORDER if m in methods), methods[0])
+
+
+def default_methods(n_views: int) -> tuple[str, ...]:
+    return ("base", "pairwise", "cotrain") if n_views == 2 else ("base", "pairwise")
 
 
 @dataclass
@@ -25,8 +40,12 @@ class ViewModel:
     moments: ClassMoments  # over the confident subset
     masks: PairMasks  # the dims of every pair of class_pairs(C)
     min_margin_used: float = 0.0
+    mask_settings: MaskSettings = field(default_factory=MaskSettings)
+    scorers: dict[str, Scorer] = field(default_factory=dict)  # fitted ITERATIVE_METHODS
     _coefficients: np.ndarray | None = field(default=None, repr=False, compare=False)
     _vectors64: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _ovr_keep: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _gnb: Scorer | None = field(default=None, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
@@ -49,6 +68,31 @@ class ViewModel:
             self._coefficients = pair_coefficients(self.vectors64, self.masks)
         return self._coefficients
 
+    @property
+    def ovr_keep(self) -> np.ndarray:
+        """(C, D) one-vs-rest masks from the confident statistics."""
+        if self._ovr_keep is None:
+            self._ovr_keep = ovr_masks(self.moments, self.mask_settings)
+        return self._ovr_keep
+
+    @property
+    def gnb(self) -> Scorer:
+        if self._gnb is None:
+            self._gnb = gnb_scorer(self.moments)
+        return self._gnb
+
+    def prepare(self, methods: tuple[str, ...]) -> None:
+        """Compute on the driver what `methods` need, so it is broadcast rather than rebuilt per task."""
+        missing = [m for m in methods if m in ITERATIVE_METHODS and m not in self.scorers]
+        if missing:
+            raise ValueError(f"view {self.name}: the model was not fitted for {', '.join(missing)}; refit with --methods")
+        if "pairwise" in methods or "roundrobin" in methods:
+            self.coefficients
+        if "ovr" in methods:
+            self.ovr_keep
+        if "gnb" in methods:
+            self.gnb
+
     def pairs(self) -> np.ndarray:
         return class_pairs(self.n_classes)
 
@@ -57,7 +101,8 @@ class ViewModel:
     ) -> dict[str, np.ndarray]:
         """Class indices per method, plus the base cosine, for a batch x (n, D) of raw vectors.
 
-        candidates > 0: the pairwise bracket holds only each item's top `candidates` base classes.
+        candidates > 0: the pairwise bracket (and the round robin) holds only each item's top
+        `candidates` base classes.
 
         float64 on purpose: BLAS float32 results for one row change in the last bits with the
         batch it is computed in (measured: thousands of differing entries), so answers and cosines
@@ -67,9 +112,18 @@ class ViewModel:
         x_unit = unit_rows64(x)
         base = base_assign(x_unit, self.vectors64)
         out: dict[str, np.ndarray] = {"base": base.best, "base_cosine": base.best_cosine.astype(np.float32)}
-        if "pairwise" in methods:
-            top = top_candidates(base.cosines, candidates) if 0 < candidates < self.n_classes else None
-            out["pairwise"] = play_tournament(x_unit, self.vectors64, self.masks, self.coefficients, item_keys, top)
+        top = top_candidates(base.cosines, candidates) if 0 < candidates < self.n_classes else None
+        for method in methods:
+            if method == "pairwise":
+                out[method] = play_tournament(x_unit, self.vectors64, self.masks, self.coefficients, item_keys, top)
+            elif method == "roundrobin":
+                out[method] = play_round_robin(x_unit, self.vectors64, self.masks, self.coefficients, base.cosines, top)
+            elif method == "ovr":
+                out[method] = ovr_predict(x_unit, self.vectors64, self.ovr_keep)
+            elif method == "gnb":
+                out[method] = self.gnb.predict(x_unit, base.cosines)
+            elif method in ITERATIVE_METHODS:
+                out[method] = self.scorers[method].predict(x_unit, base.cosines)
         return out
 
 
@@ -81,6 +135,7 @@ def fit_view(
     moments: ClassMoments,
     mask_settings: MaskSettings,
     min_margin_used: float = 0.0,
+    scorers: dict[str, Scorer] | None = None,
 ) -> ViewModel:
     return ViewModel(
         name=name,
@@ -90,4 +145,6 @@ def fit_view(
         moments=moments,
         masks=pair_masks(moments, mask_settings),
         min_margin_used=min_margin_used,
+        mask_settings=mask_settings,
+        scorers=dict(scorers or {}),
     )

@@ -111,3 +111,27 @@ def _kernel_masks(masks: PairMasks) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if masks.is_bits:
         return np.zeros(1, np.int64), np.zeros(0, np.uint16), masks.bits
     return masks.indptr, masks.dims, np.zeros((0, 1), np.uint64)
+
+
+def play_round_robin(
+    x: np.ndarray,
+    class_vectors: np.ndarray,
+    masks: PairMasks,
+    coefficients: np.ndarray,
+    cosines: np.ndarray,
+    candidates: np.ndarray | None = None,
+) -> np.ndarray:
+    """Every match among an item's candidates (all classes, or its top-k) is played; the class
+    with the most wins takes it, ties going to the higher base cosine (then the lower index).
+    Deterministic: no bracket, no seed. C(C-1)/2 matches per item, so use candidates for many classes."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if len(class_vectors) == 1 or len(x) == 0:
+        return np.zeros(len(x), dtype=np.int64)
+    return kernels.round_robin(
+        x,
+        np.ascontiguousarray(class_vectors, dtype=np.float64),
+        *_kernel_masks(masks),
+        np.ascontiguousarray(coefficients, dtype=np.float64),
+        np.zeros((len(x), 0), np.int64) if candidates is None else np.ascontiguousarray(candidates, dtype=np.int64),
+        np.ascontiguousarray(cosines, dtype=np.float64),
+    ).astype(np.int64)

@@ -12,15 +12,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from pairspark.core.model import ViewModel
+from pairspark.core.model import ViewModel, primary_method
 from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, batch_matrix, batch_reasons, class_names
 
 BRACKET_KEY = "_bracket_key"
-
-
-def primary_method(methods: tuple[str, ...]) -> str:
-    """The method whose answer becomes NAME_class: pairwise when it runs, else the first."""
-    return "pairwise" if "pairwise" in methods else methods[0]
 
 
 ORIGINAL = "original"  # an invalid row's input columns, unchanged (null for a valid row)
@@ -61,7 +56,7 @@ def classify_items(
         *([F.col(label_col).cast("string").alias(_LABEL)] if label_col else []),
     )
     for view in views:
-        view.coefficients  # computed once, on the driver, and broadcast with the masks
+        view.prepare(methods)  # computed once, on the driver, and broadcast with the masks
     broadcast = spark.sparkContext.broadcast(views)
     primary = primary_method(methods)
     fields = prediction_fields(views, methods, label_col)

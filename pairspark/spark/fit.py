@@ -8,43 +8,30 @@ vector is exploded per dimension.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark import TaskContext
 from pyspark.sql import DataFrame
 
 from pairspark.config import MarginRule, Settings, View
-from pairspark.core.cosine import base_assign, confident, margin_histogram, margin_quantile, unit_rows64
-from pairspark.core.model import ViewModel, fit_view
+from pairspark.core.cosine import confident, margin_histogram, margin_quantile
+from pairspark.core.model import ITERATIVE_METHODS, ViewModel, fit_view
+from pairspark.core.refine import Scorer
+from pairspark.errors import UsageError
+from pairspark.spark import refine
 from pairspark.core.stats import ClassMoments, merge_all
-from pairspark.spark.io import ClassTable, batch_matrix, batch_reasons, list_array, view_checks
+from pairspark.spark.io import ClassTable, list_array, valid_batches, view_base, view_checks
 
 _HISTOGRAM_SCHEMA = "view string, histogram array<bigint>"
 _PARTIAL_SCHEMA = "view string, class_index int, part int, count bigint, mean array<double>, m2 array<double>"
 _MERGED_SCHEMA = "view string, class_index int, count bigint, mean array<double>, m2 array<double>"
 # class_index used for the row that counts the valid items a partition saw.
 _ROWS_SEEN = -1
-
-
-def _valid_batches(batches: Iterator[pa.RecordBatch], checks: list[tuple[str, str, int]]) -> Iterator[pa.RecordBatch]:
-    """Only the rows core/validate.py accepts (checked here, in the same pass as the math)."""
-    for batch in batches:
-        reasons = batch_reasons(batch, checks)
-        if reasons.null_count == batch.num_rows:
-            yield batch  # the usual case: no copy
-        elif reasons.null_count:
-            yield batch.filter(pc.is_null(reasons))
-
-
-def _view_base(batch: pa.RecordBatch, view: View, table: ClassTable):
-    # float64 as in ViewModel.classify, so fit and classify give every item the same base answer
-    x_unit = unit_rows64(batch_matrix(batch, view.column, table.dim))
-    return x_unit, base_assign(x_unit, table.vectors.astype(np.float64))
 
 
 def margin_thresholds(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], rule: MarginRule) -> dict[str, float]:
@@ -57,9 +44,9 @@ def margin_thresholds(valid: DataFrame, views: list[View], tables: dict[str, Cla
 
     def partial_histograms(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         totals = {v.name: np.zeros(0, dtype=np.int64) for v in views}
-        for batch in _valid_batches(batches, checks):
+        for batch in valid_batches(batches, checks):
             for view in views:
-                hist = margin_histogram(_view_base(batch, view, tables[view.name])[1].margin)
+                hist = margin_histogram(view_base(batch, view.column, tables[view.name])[1].margin)
                 totals[view.name] = hist if not totals[view.name].size else totals[view.name] + hist
         names = [n for n, h in totals.items() if h.size]
         if names:
@@ -98,6 +85,7 @@ class FitResult:
     views: list[ViewModel]
     valid_items: int
     confident_items: dict[str, int]
+    method_fits: dict[str, dict]  # per iterative method: passes over the items and seconds
 
 
 def confident_moments(
@@ -110,10 +98,10 @@ def confident_moments(
         part = TaskContext.get().partitionId()
         acc = {v.name: ClassMoments.empty(tables[v.name].vectors.shape[0], tables[v.name].dim) for v in views}
         rows_seen = 0
-        for batch in _valid_batches(batches, checks):
+        for batch in valid_batches(batches, checks):
             rows_seen += batch.num_rows
             for view in views:
-                x_unit, base = _view_base(batch, view, tables[view.name])
+                x_unit, base = view_base(batch, view.column, tables[view.name])
                 keep = confident(base, settings.min_cosine, margins[view.name])
                 acc[view.name] = acc[view.name].merge(
                     ClassMoments.from_batch(x_unit[keep], base.best[keep], acc[view.name].n_classes)
@@ -165,15 +153,36 @@ def confident_moments(
     return out, valid_items
 
 
-def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], settings: Settings) -> FitResult:
-    """`valid`: io.mark_duplicates' output; rows core/validate.py rejects are skipped."""
+def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], settings: Settings,
+              methods: tuple[str, ...]) -> FitResult:
+    """`valid`: io.mark_duplicates' output; rows core/validate.py rejects are skipped. The
+    iterative `methods` get their own passes (spark/refine.py) after the confident statistics."""
+    if "cotrain" in methods and len(views) != 2:
+        raise UsageError("method cotrain needs two views (it learns from the items whose views agree)")
     margins = margin_thresholds(valid, views, tables, settings.min_margin)
     moments, valid_items = confident_moments(valid, views, tables, settings, margins)
-    fitted = [
+    scorers: dict[str, dict[str, Scorer]] = {v.name: {} for v in views}
+    passes: dict[str, float] = {}
+    fitters = {
+        "centroid": lambda: (refine.fit_centroid(valid, views, tables, moments), refine.CENTROID_ITERATIONS - 1),
+        "transductive": lambda: (refine.fit_transductive(valid, views, tables), refine.TRANSDUCTIVE_ITERATIONS),
+        "cotrain": lambda: refine.fit_cotrain(valid, views, tables, valid_items, settings.confident_share,
+                                              settings.seed, margins),
+    }
+    seconds: dict[str, float] = {}
+    for method in methods:
+        if method in ITERATIVE_METHODS and valid_items:
+            start = time.perf_counter()
+            fitted, passes[method] = fitters[method]()
+            seconds[method] = round(time.perf_counter() - start, 2)
+            for name, scorer in fitted.items():
+                scorers[name][method] = scorer
+    fitted_views = [
         fit_view(
             v.name, v.column, tables[v.name].class_ids, tables[v.name].vectors, moments[v.name],
-            settings.mask_settings(), margins[v.name],
+            settings.mask_settings(), margins[v.name], scorers[v.name],
         )
         for v in views
     ]
-    return FitResult(fitted, valid_items, {v.name: int(moments[v.name].count.sum()) for v in views})
+    return FitResult(fitted_views, valid_items, {v.name: int(moments[v.name].count.sum()) for v in views},
+                     {m: {"passes": passes[m], "seconds": seconds[m]} for m in passes})

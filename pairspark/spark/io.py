@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pairspark.config import View
+from pairspark.core.cosine import base_assign, unit_rows64
 from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
 
@@ -192,3 +193,20 @@ def class_names(class_ids: list[str], index: np.ndarray) -> pa.Array:
     """Class index array -> Arrow string array (dictionary decode in C++, no Python loop)."""
     dictionary = pa.array(class_ids, type=pa.string())
     return pa.DictionaryArray.from_arrays(pa.array(index, type=pa.int32()), dictionary).dictionary_decode()
+
+
+def valid_batches(batches, checks: list[tuple[str, str, int]]):
+    """Only the rows core/validate.py accepts (checked here, in the same pass as the math)."""
+    for batch in batches:
+        reasons = batch_reasons(batch, checks)
+        if reasons.null_count == batch.num_rows:
+            yield batch  # the usual case: no copy
+        elif reasons.null_count:
+            yield batch.filter(pc.is_null(reasons))
+
+
+def view_base(batch: pa.RecordBatch, column: str, table: ClassTable):
+    """(unit rows, BaseAssignment) of one view of a batch; float64 as in ViewModel.classify, so fit
+    and classify give every item the same base answer."""
+    x_unit = unit_rows64(batch_matrix(batch, column, table.dim))
+    return x_unit, base_assign(x_unit, table.vectors.astype(np.float64))

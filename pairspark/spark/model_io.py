@@ -3,6 +3,8 @@
 MODEL_DIR/stats.parquet    view, class_id, count, sum, sumsq, m2   (confident subset, float64)
 MODEL_DIR/masks.parquet    view, class_a, class_b, dims           (class_a < class_b, dims sorted)
 MODEL_DIR/classes.parquet  view, class_index, class_id, vector    (unit prompt vectors used)
+MODEL_DIR/scorers.parquet  view, method, class_id, weights, quad, bias (fitted iterative methods,
+                           core/refine.Scorer; prompt_weight and temperature in meta.json)
 MODEL_DIR/meta.json        settings, views, class order, inputs, counts, versions
 """
 
@@ -17,7 +19,8 @@ import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from pairspark.core.masks import PairMasks, class_pairs
+from pairspark.core.masks import MaskSettings, PairMasks, class_pairs
+from pairspark.core.refine import Scorer
 from pairspark.core.tournament import pair_index
 from pairspark.core.model import ViewModel
 from pairspark.core.stats import ClassMoments
@@ -110,6 +113,38 @@ def _read_masks(masks: pa.Table, view: str, index: dict[str, int], dim: int, pat
     return PairMasks(offsets - offsets[0], flat[offsets[0] : offsets[-1]].astype(np.uint16)).compact(dim)
 
 
+_SCORERS = pa.schema([("view", pa.string()), ("method", pa.string()), ("class_id", pa.string()),
+                      ("weights", pa.list_(pa.float64())), ("quad", pa.list_(pa.float64())), ("bias", pa.float64())])
+
+
+def _scorers_table(views: list[ViewModel]) -> pa.Table:
+    columns: dict[str, list] = {name: [] for name in _SCORERS.names}
+    for v in views:
+        for method, scorer in sorted(v.scorers.items()):
+            for c, cid in enumerate(v.class_ids):
+                columns["view"].append(v.name)
+                columns["method"].append(method)
+                columns["class_id"].append(cid)
+                columns["weights"].append(scorer.weights[c].tolist())
+                columns["quad"].append(None if scorer.quad is None else scorer.quad[c].tolist())
+                columns["bias"].append(float(scorer.bias[c]))
+    return pa.Table.from_pydict(columns, schema=_SCORERS)
+
+
+def _read_scorers(table: pa.Table, view: str, class_ids: list[str], settings: dict, path: str) -> dict[str, Scorer]:
+    out = {}
+    rows = table.filter(pc.equal(table["view"], view))
+    for method in sorted(set(rows["method"].to_pylist())):
+        mine = rows.filter(pc.equal(rows["method"], method)).to_pandas()
+        if list(mine["class_id"]) != class_ids:
+            raise UsageError(f"model {path} is inconsistent: scorers.parquet rows of {view}/{method} do not match the classes")
+        quad = None if mine["quad"].isna().all() else np.stack(mine["quad"].to_numpy()).astype(np.float64)
+        extra = settings.get(method, {})
+        out[method] = Scorer(np.stack(mine["weights"].to_numpy()).astype(np.float64), mine["bias"].to_numpy(np.float64),
+                             quad, float(extra.get("prompt_weight", 0.0)), float(extra.get("temperature", 0.0)))
+    return out
+
+
 def save_model(spark: SparkSession, views: list[ViewModel], meta: dict, path: str) -> None:
     """Write into `path` (a fresh staging directory, see storage.atomic_output)."""
     stats, masks, classes = [], [], []
@@ -123,6 +158,7 @@ def save_model(spark: SparkSession, views: list[ViewModel], meta: dict, path: st
     _write_small(spark, stats, _STATS, f"{path}/stats.parquet")
     _write_arrow(spark, pa.concat_tables(masks), f"{path}/masks.parquet")
     _write_small(spark, classes, _CLASSES, f"{path}/classes.parquet")
+    _write_arrow(spark, _scorers_table(views), f"{path}/scorers.parquet")
     FileSystem(spark).write_json(f"{path}/meta.json", meta)
 
 
@@ -134,6 +170,9 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
     stats = read_parquet(spark, f"{path}/stats.parquet", "model statistics").toPandas()
     masks = _read_arrow(spark, f"{path}/masks.parquet", "model masks")
     classes = read_parquet(spark, f"{path}/classes.parquet", "model classes").toPandas()
+    # models written before scorers.parquet existed hold no iterative method
+    scorers = _read_arrow(spark, f"{path}/scorers.parquet", "model scorers") if fs.exists(f"{path}/scorers.parquet") else _SCORERS.empty_table()
+    mask_settings = MaskSettings(**{k: meta["settings"][k] for k in ("ratio_threshold", "min_dims", "max_dims", "min_class_count")})
     views = []
     for view in meta["views"]:
         name = view["name"]
@@ -157,6 +196,8 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
                 moments=moments,
                 masks=view_masks,
                 min_margin_used=float(view["min_margin_used"]),
+                mask_settings=mask_settings,
+                scorers=_read_scorers(scorers, name, class_ids, view.get("scorers", {}), path),
             )
         )
     return views, meta
@@ -171,6 +212,7 @@ def model_view_meta(v: ViewModel, confident_items: int) -> dict:
         "class_ids": v.class_ids,
         "min_margin_used": v.min_margin_used,
         "confident_items": confident_items,
+        "scorers": {m: {"prompt_weight": s.prompt_weight, "temperature": s.temperature} for m, s in v.scorers.items()},
         "class_counts": {cid: int(n) for cid, n in zip(v.class_ids, v.moments.count)},
         "mask_dims": {
             "min": int(dims_kept.min()),

@@ -1,0 +1,275 @@
+"""Methods that re-estimate the classes from the items themselves (no labels), pure numpy.
+
+Each one is a scorer fitted from sufficient statistics that sum across partitions (LabelStats),
+then applied per item: score_c(x) = x . weights_c + (x*x) . quad_c + bias_c
+[+ prompt_weight * log_softmax(temperature * cos(x, t))_c]. Iterative methods run one pass over
+the items per iteration, each pass labelling items with the previous iteration's scorer.
+
+* centroid: class vector replaced by the unit mean of the items it wins (first from the confident
+  base subset), re-assigned by cosine; a class that wins nothing keeps its prompt vector.
+* gnb: Gaussian naive Bayes (per-class diagonal variance, class prior from counts) on the
+  confident base subset.
+* transductive: the core of TransCLIP-ZS (Zanella et al., NeurIPS 2024) without its kNN term:
+  class Gaussians with one shared diagonal variance, soft assignments z ~ text prior^lambda *
+  pi_c * N(x | mu_c, diag var), EM.
+* cotrain: co-training of a linear discriminant (shared full covariance, shrunk) per view. Each
+  view learns from the items whose two views agree, plus the items where the *other* view is
+  confident (its top-2 score margin is outside its lowest min_margin share), with the other
+  view's answer; both re-label and it repeats (the default; see docs/RESULTS.md).
+* ovr: one-vs-rest masks: cosine to each class on the dims where the cross ratio of that class
+  against all others passes the threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pairspark.core.crossvar import cross_ratio
+from pairspark.core.masks import MaskSettings, select_dims_block
+from pairspark.core.stats import ClassMoments
+
+# TransCLIP's text prior: softmax of CLIP's logit scale (100) times the cosines, weight 1.
+TRANSDUCTIVE_TEMPERATURE = 100.0
+TRANSDUCTIVE_PROMPT_WEIGHT = 1.0
+# Ledoit-Wolf style shrinkage of the pooled covariance towards its mean variance; 0.1 and 0.3
+# gave the same answers within 0.5 points on both shared sets (docs/RESULTS.md).
+LDA_SHRINKAGE = 0.1
+DISABLED = -np.inf  # score of a class the method cannot estimate (no pseudo-labelled item)
+
+
+def log_softmax(s: np.ndarray) -> np.ndarray:
+    top = np.max(s, axis=1, keepdims=True)
+    shifted = s - top
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+def softmax(s: np.ndarray) -> np.ndarray:
+    return np.exp(log_softmax(s))
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    """Weighted sums over pseudo-labelled items of one view: everything the scorers need.
+
+    weight (C,), sums (C, D), sumsq (C, D) per class; scatter (D, D) = sum of w x x^T over all
+    labelled items, or (0, 0) when not collected. Plain sums: they merge by addition. Inputs are
+    unit vectors (|x_j| <= 1), so float64 sums of squares lose nothing that matters here."""
+
+    weight: np.ndarray
+    sums: np.ndarray
+    sumsq: np.ndarray
+    scatter: np.ndarray
+
+    @classmethod
+    def empty(cls, n_classes: int, dim: int, with_scatter: bool = False) -> LabelStats:
+        side = dim if with_scatter else 0
+        return cls(np.zeros(n_classes), np.zeros((n_classes, dim)), np.zeros((n_classes, dim)), np.zeros((side, side)))
+
+    @classmethod
+    def from_weights(cls, x: np.ndarray, z: np.ndarray, with_scatter: bool = False) -> LabelStats:
+        """Soft labels: z (n, C) >= 0, item i counts z[i, c] towards class c."""
+        x = np.asarray(x, np.float64)
+        z = np.asarray(z, np.float64)
+        scatter = (x * z.sum(axis=1)[:, None]).T @ x if with_scatter else np.zeros((0, 0))
+        return cls(z.sum(axis=0), z.T @ x, z.T @ (x * x), scatter)
+
+    @classmethod
+    def from_labels(cls, x: np.ndarray, labels: np.ndarray, n_classes: int, keep: np.ndarray | None = None,
+                    with_scatter: bool = False) -> LabelStats:
+        """Hard labels (ints in [0, C)); rows where `keep` is False are left out."""
+        x = np.asarray(x, np.float64)
+        labels = np.asarray(labels, np.int64)
+        if keep is not None:
+            x, labels = x[keep], labels[keep]
+        order = np.argsort(labels, kind="stable")
+        x, labels = x[order], labels[order]
+        dim = x.shape[1]
+        out = cls.empty(n_classes, dim, with_scatter)
+        if len(labels) == 0:
+            return out
+        present, starts = np.unique(labels, return_index=True)
+        out.weight[present] = np.diff(np.append(starts, len(labels)))
+        out.sums[present] = np.add.reduceat(x, starts, axis=0)
+        out.sumsq[present] = np.add.reduceat(x * x, starts, axis=0)
+        if with_scatter:
+            out.scatter[:] = x.T @ x
+        return out
+
+    def __add__(self, other: LabelStats) -> LabelStats:
+        return LabelStats(self.weight + other.weight, self.sums + other.sums, self.sumsq + other.sumsq,
+                          self.scatter + other.scatter)
+
+    @property
+    def means(self) -> np.ndarray:
+        safe = np.where(self.weight > 0, self.weight, 1.0)[:, None]
+        return self.sums / safe
+
+    def to_flat(self) -> np.ndarray:
+        return np.concatenate([self.weight, self.sums.ravel(), self.sumsq.ravel(), self.scatter.ravel()])
+
+    @classmethod
+    def from_flat(cls, flat: np.ndarray, n_classes: int, dim: int) -> LabelStats:
+        c, cd = n_classes, n_classes * dim
+        side = dim if flat.size > c + 2 * cd else 0
+        return cls(flat[:c].copy(), flat[c : c + cd].reshape(c, dim).copy(), flat[c + cd : c + 2 * cd].reshape(c, dim).copy(),
+                   flat[c + 2 * cd :].reshape(side, side).copy())
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """score = x . weights^T + (x*x) . quad^T + bias [+ prompt_weight * log_softmax(temperature * cos)].
+
+    A class with bias -inf is never chosen (the method had nothing to estimate it from)."""
+
+    weights: np.ndarray  # (C, D)
+    bias: np.ndarray  # (C,)
+    quad: np.ndarray | None = None  # (C, D)
+    prompt_weight: float = 0.0
+    temperature: float = 0.0
+
+    def scores(self, x_unit: np.ndarray, cosines: np.ndarray) -> np.ndarray:
+        s = x_unit @ self.weights.T
+        if self.quad is not None:
+            s += (x_unit * x_unit) @ self.quad.T
+        s += np.where(np.isfinite(self.bias), self.bias, 0.0)
+        if self.prompt_weight:
+            s += self.prompt_weight * log_softmax(self.temperature * cosines)
+        s[:, ~np.isfinite(self.bias)] = DISABLED
+        return s
+
+    def predict(self, x_unit: np.ndarray, cosines: np.ndarray) -> np.ndarray:
+        if len(x_unit) == 0:
+            return np.zeros(0, np.int64)
+        return np.argmax(self.scores(x_unit, cosines), axis=1)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.where(norms > 0, norms, 1.0)
+
+
+def centroid_scorer(stats: LabelStats, class_vectors: np.ndarray) -> Scorer:
+    """Cosine to the unit mean of each class's items; the prompt vector where a class has none."""
+    t = np.asarray(class_vectors, np.float64)
+    vectors = np.where((stats.weight > 0)[:, None], _unit(stats.means), _unit(t))
+    return Scorer(vectors, np.zeros(len(t)))
+
+
+def gnb_scorer(moments: ClassMoments) -> Scorer:
+    """Gaussian naive Bayes from per-class (count, mean, m2): log prior + diagonal log density.
+
+    Each class's variance gets one pseudo-observation of the pooled variance, so a class with a
+    single item (variance 0) stays usable; classes with no item are disabled."""
+    count = moments.count.astype(np.float64)
+    total = count.sum()
+    if total == 0:
+        raise ValueError("gnb needs at least one pseudo-labelled item")
+    pooled = moments.m2.sum(axis=0) / total
+    pooled = np.maximum(pooled, 1e-12 + 1e-6 * pooled.mean())
+    var = (moments.m2 + pooled) / (count + 1.0)[:, None]
+    mean = moments.mean
+    bias = -0.5 * np.sum(mean * mean / var + np.log(2 * np.pi * var), axis=1)
+    with np.errstate(divide="ignore"):
+        bias = bias + np.log(count / total)
+    return Scorer(mean / var, np.where(count > 0, bias, DISABLED), quad=-0.5 / var)
+
+
+def transductive_initial(cosines: np.ndarray, temperature: float = TRANSDUCTIVE_TEMPERATURE) -> np.ndarray:
+    """The zero-shot text prior: soft assignments softmax(temperature * cos)."""
+    return softmax(temperature * cosines)
+
+
+def transductive_scorer(stats: LabelStats, temperature: float = TRANSDUCTIVE_TEMPERATURE,
+                        prompt_weight: float = TRANSDUCTIVE_PROMPT_WEIGHT) -> Scorer:
+    """M-step of the TransCLIP-ZS core: means, one shared diagonal variance, mixing weights.
+
+    The E-step is Scorer.scores followed by a softmax: z ~ prior^lambda * pi * N(x | mu, var)."""
+    total = stats.weight.sum()
+    mean = stats.means
+    var = (stats.sumsq.sum(axis=0) - (stats.weight[:, None] * mean * mean).sum(axis=0)) / total
+    var = np.maximum(var, 1e-12 + 1e-6 * max(float(var.mean()), 0.0))
+    with np.errstate(divide="ignore"):
+        log_pi = np.log(stats.weight / total)
+    bias = -0.5 * np.sum(mean * mean / var, axis=1) + log_pi
+    return Scorer(mean / var, np.where(stats.weight > 0, bias, DISABLED), None, prompt_weight, temperature)
+
+
+def lda_scorer(stats: LabelStats, shrinkage: float = LDA_SHRINKAGE) -> Scorer:
+    """Linear discriminant with the pooled within-class covariance (shrunk), equal priors.
+
+    Needs stats collected with the scatter matrix."""
+    if stats.scatter.size == 0:
+        raise ValueError("lda_scorer needs LabelStats with the scatter matrix")
+    total = stats.weight.sum()
+    if total == 0:
+        raise ValueError("no pseudo-labelled item to fit the discriminant on")
+    mean = stats.means
+    within = (stats.scatter - (mean * stats.weight[:, None]).T @ mean) / total
+    within = 0.5 * (within + within.T)
+    dim = within.shape[0]
+    target = np.trace(within) / dim
+    within = (1 - shrinkage) * within + shrinkage * max(target, 1e-12) * np.eye(dim)
+    weights = np.linalg.solve(within, mean.T).T
+    bias = -0.5 * np.sum(weights * mean, axis=1)
+    return Scorer(weights, np.where(stats.weight > 0, bias, DISABLED))
+
+
+def top_margin(scores: np.ndarray) -> np.ndarray:
+    """Best minus second-best score per row (+inf when only one class can win)."""
+    if scores.shape[1] < 2:
+        return np.full(len(scores), np.inf)
+    top2 = np.partition(scores, scores.shape[1] - 2, axis=1)[:, -2:]
+    with np.errstate(invalid="ignore"):
+        margin = top2[:, 1] - top2[:, 0]
+    return np.where(np.isfinite(top2[:, 0]), margin, np.inf)
+
+
+def cotrain_targets(labels: list[np.ndarray], margins: list[np.ndarray], thresholds: list[float]):
+    """Per view (training label, keep mask) for one co-training round of two views.
+
+    Agreed items keep their shared label; elsewhere a view is taught the other view's answer
+    where that view is confident (margin >= its threshold), and nothing where it is not."""
+    agree = labels[0] == labels[1]
+    out = []
+    for v in (0, 1):
+        other = 1 - v
+        confident_other = margins[other] >= thresholds[other]
+        out.append((np.where(agree, labels[v], labels[other]), agree | confident_other))
+    return out
+
+
+def ovr_masks(moments: ClassMoments, settings: MaskSettings) -> np.ndarray:
+    """(C, D) bool: per class the dims where its cross ratio against all other classes' confident
+    items passes the threshold (topped up / capped like the pair masks). A class with fewer than
+    min_class_count items, or with no other class to compare to, keeps every dim."""
+    n_classes = moments.n_classes
+    total = ClassMoments(moments.count[:1], moments.mean[:1], moments.m2[:1])  # Chan merge of all classes
+    for c in range(1, n_classes):
+        total = total.merge(ClassMoments(moments.count[c : c + 1], moments.mean[c : c + 1], moments.m2[c : c + 1]))
+    n = moments.count.astype(np.float64)
+    rest_n = total.count[0] - n
+    safe_rest = np.where(rest_n > 0, rest_n, 1.0)[:, None]
+    # remove class c from the total: inverse of Chan's update
+    rest_mean = (total.mean[0] * total.count[0] - moments.mean * n[:, None]) / safe_rest
+    delta = moments.mean - rest_mean
+    rest_m2 = total.m2[0] - moments.m2 - delta * delta * (n * rest_n / np.maximum(total.count[0], 1))[:, None]
+    rest_var = np.maximum(rest_m2, 0.0) / safe_rest
+    ratio = cross_ratio(moments.mean, moments.variance, rest_mean, rest_var)
+    keep = select_dims_block(ratio, settings)
+    keep[(moments.count < settings.min_class_count) | (rest_n < settings.min_class_count)] = True
+    return keep
+
+
+def ovr_predict(x_unit: np.ndarray, class_vectors: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """argmax over classes of cos(x|mask_c, t_c|mask_c): both sides restricted to class c's dims."""
+    if len(x_unit) == 0:
+        return np.zeros(0, np.int64)
+    k = keep.astype(np.float64)
+    t = np.asarray(class_vectors, np.float64) * k
+    t_norm = np.linalg.norm(t, axis=1)
+    x_norm = np.sqrt((x_unit * x_unit) @ k.T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = (x_unit @ t.T) / (x_norm * np.where(t_norm > 0, t_norm, np.inf))
+    return np.argmax(np.nan_to_num(cos, nan=-np.inf), axis=1)
