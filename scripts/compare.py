@@ -1,0 +1,184 @@
+"""Every method on every evaluation set, through the real Spark pipeline; writes docs/RESULTS.md.
+
+A set is a folder with items.parquet and classes.parquet in the format of ../shared/data/README.md
+(every array column of the classes table is a view whose items column has the same name; the
+`label` column, when present, is used for evaluation only). Each method is fitted and applied on
+its own (fit + classify with --methods METHOD), so its time is its own; base is every method's
+reference. Run it with scripts/compare (which sets up .venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pairspark import pipeline
+from pairspark.config import View, load_settings
+from pairspark.core.model import METHODS, default_methods, primary_method
+from pairspark.spark.session import build_session
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_MEAN_GAIN = 0.08  # issue 5: mean accuracy over the views at least 8 points above base
+GOAL_WORST_LOSS = 0.01  # ... and never more than 1 point below base on any view
+
+
+def find_sets(folders: list[Path]) -> list[Path]:
+    sets = []
+    for folder in folders:
+        if (folder / "items.parquet").exists() and (folder / "classes.parquet").exists():
+            sets.append(folder)
+        elif folder.is_dir():
+            sets += sorted(p for p in folder.iterdir() if (p / "items.parquet").exists() and (p / "classes.parquet").exists())
+    return sets
+
+
+def set_views(folder: Path) -> list[View]:
+    schema = pq.read_schema(folder / "classes.parquet")
+    names = [f.name for f in schema if f.name != "class_id" and str(f.type).startswith("list")]
+    return [View(n.removesuffix("_embedding"), n) for n in names][:2]
+
+
+def run_method(spark, folder: Path, views: list[View], method: str, work: Path, label: str | None) -> dict:
+    settings = load_settings(None, {"methods": method})
+    out = work / folder.name / method
+    start = time.perf_counter()
+    pipeline.fit(spark, str(folder / "items.parquet"), str(folder / "classes.parquet"), views, str(out / "model"), settings)
+    fitted = time.perf_counter()
+    pipeline.classify(spark, str(folder / "items.parquet"), str(out / "model"), str(out / "predictions"), settings, label)
+    classified = time.perf_counter()
+    report = pipeline.evaluate(spark, str(out / "predictions"), str(out / "report"), label)
+    return {"fit_s": fitted - start, "classify_s": classified - fitted, "report": report}
+
+
+def measure(spark, folder: Path, work: Path) -> dict:
+    views = set_views(folder)
+    label = "label" if "label" in pq.read_schema(folder / "items.parquet").names else None
+    methods = [m for m in METHODS if m != "cotrain" or len(views) == 2]
+    results = {}
+    for method in methods:
+        r = run_method(spark, folder, views, method, work, label)
+        rep = r["report"]
+        row = {"fit_s": round(r["fit_s"], 2), "classify_s": round(r["classify_s"], 2)}
+        if len(views) == 2:
+            row["agreement_weighted_f1"] = rep["agreement"][method]["weighted_f1"]
+        for v in views:
+            if label:
+                m = rep["vs_label"][v.name][method]
+                row[f"{v.name}.accuracy"] = m["accuracy"]
+                row[f"{v.name}.macro_f1"] = m["macro_f1"]
+        results[method] = row
+        print(f"{folder.name:14s} {method:13s} " + " ".join(f"{k}={v:.4f}" for k, v in row.items()), flush=True)
+    return {"set": folder.name, "path": str(folder), "views": [v.name for v in views], "label": label,
+            "items": rep["counts"]["items"], "classes": len(rep["agreement"][method]["classes"]) if len(views) == 2 else None,
+            "methods": results}
+
+
+def _fmt(value: float, best: bool, digits: int = 4) -> str:
+    text = f"{value:.{digits}f}"
+    return f"**{text}**" if best else text
+
+
+def render(sets: list[dict], seconds: float) -> str:
+    default = primary_method(default_methods(2))
+    lines = [
+        "# Results: every method on every evaluation set",
+        "",
+        f"Produced by `scripts/compare` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
+        f"({platform.node() or 'this machine'}, {os.cpu_count()} cores, Spark local mode; {seconds:.0f} s in all). "
+        "Do not edit by hand: rerun the script.",
+        "",
+        "Every method runs through the real pipeline (`pairspark fit` + `classify --methods METHOD`, default settings),",
+        "on its own, so its times are its own. Accuracy and macro F1 are against the set's `label` column, which no",
+        "method reads. Agreement is the weighted F1 of one view's answers against the other's. The best value of each",
+        "row is in bold (for times: the lowest). Methods: see docs/METHOD.md, section \"Methods\".",
+        "",
+    ]
+    for s in sets:
+        methods = list(s["methods"])
+        lines += [f"## {s['set']} ({s['items']:,} items, views: {', '.join(s['views'])})", ""]
+        lines.append("| metric | " + " | ".join(methods) + " |")
+        lines.append("|---|" + "---|" * len(methods))
+        keys = [k for k in s["methods"]["base"] if k not in ("fit_s", "classify_s")] + ["fit_s", "classify_s"]
+        for key in keys:
+            values = [s["methods"][m][key] for m in methods]
+            best = min(values) if key.endswith("_s") else max(values)
+            digits = 1 if key.endswith("_s") else 4
+            lines.append(f"| {key} | " + " | ".join(_fmt(v, v == best, digits) for v in values) + " |")
+        lines.append("")
+
+    labelled = [s for s in sets if s["label"]]
+    if labelled:
+        methods = [m for m in labelled[0]["methods"] if all(m in s["methods"] for s in labelled)]
+        view_keys = [(s["set"], v) for s in labelled for v in s["views"]]
+
+        def acc(method, set_name, view):
+            return next(x for x in labelled if x["set"] == set_name)["methods"][method][f"{view}.accuracy"]
+
+        lines += ["## Summary: accuracy against the label, every labelled view", "",
+                  "| method | " + " | ".join(f"{a}/{v}" for a, v in view_keys) + " | mean | mean - base | worst view - base |",
+                  "|---|" + "---|" * (len(view_keys) + 3)]
+        summary = {}
+        for m in methods:
+            accs = [acc(m, a, v) for a, v in view_keys]
+            gains = [acc(m, a, v) - acc("base", a, v) for a, v in view_keys]
+            summary[m] = (sum(accs) / len(accs), sum(gains) / len(gains), min(gains))
+        best_mean = max(v[0] for v in summary.values())
+        for m in methods:
+            accs = [acc(m, a, v) for a, v in view_keys]
+            mean, gain, worst = summary[m]
+            lines.append(f"| {m} | " + " | ".join(f"{a:.4f}" for a in accs)
+                         + f" | {_fmt(mean, mean == best_mean)} | {gain * 100:+.1f} pts | {worst * 100:+.1f} pts |")
+        lines.append("")
+        if default in summary:
+            mean, gain, worst = summary[default]
+            others = [m for m in summary if m != default]
+            beats = all(mean > summary[m][0] for m in others)
+            lines += [
+                f"Goal for the default (`{default}`): mean gain >= {GOAL_MEAN_GAIN * 100:.0f} points: "
+                f"{'met' if gain >= GOAL_MEAN_GAIN else 'MISSED'} ({gain * 100:+.1f}); no view more than "
+                f"{GOAL_WORST_LOSS * 100:.0f} point below base: {'met' if worst >= -GOAL_WORST_LOSS else 'MISSED'} "
+                f"({worst * 100:+.1f}); better mean than every other method: {'met' if beats else 'MISSED'}.",
+                "",
+            ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sets", nargs="*", type=Path, help="set folders, or folders of sets (default: ../shared/data)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--master", default="local[*]")
+    args = parser.parse_args(argv)
+    folders = args.sets or [Path(os.environ.get("PAIRSPARK_DATA", ROOT.parent / "shared" / "data"))]
+    sets = find_sets(folders)
+    if not sets:
+        print(f"no set found in {', '.join(map(str, folders))} (folders with items.parquet and classes.parquet)", file=sys.stderr)
+        return 2
+    spark = build_session(args.master, "pairspark-compare", {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8"})
+    start = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="pairspark-compare-") as work:
+            measured = [measure(spark, folder, Path(work)) for folder in sets]
+    finally:
+        spark.stop()
+    seconds = time.perf_counter() - start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(measured, seconds) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(measured, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

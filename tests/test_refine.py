@@ -1,0 +1,282 @@
+"""The issue-5 methods (core/refine.py, round robin) against independent numpy references and on
+tiny hand-made data whose right answer is known. No Spark here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pairspark.core.cosine import normalize_rows
+from pairspark.core.masks import MaskSettings, pair_masks
+from pairspark.core.refine import (
+    LabelStats,
+    centroid_scorer,
+    cotrain_targets,
+    gnb_scorer,
+    lda_scorer,
+    ovr_masks,
+    ovr_predict,
+    softmax,
+    top_margin,
+    transductive_initial,
+    transductive_scorer,
+)
+from pairspark.core.stats import ClassMoments
+from pairspark.core.tournament import pair_coefficients, play_round_robin
+
+
+def _blobs(rng, n_per_class, centres, spread):
+    labels = np.repeat(np.arange(len(centres)), n_per_class)
+    x = np.asarray(centres, float)[labels] + spread * rng.normal(size=(len(labels), len(centres[0])))
+    return normalize_rows(x), labels
+
+
+# ---------- statistics ----------
+
+def test_label_stats_from_labels_equal_one_hot_weights_and_survive_the_flat_round_trip():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6))
+    labels = rng.integers(0, 4, 50)
+    keep = rng.random(50) < 0.7
+    hard = LabelStats.from_labels(x, labels, 5, keep, with_scatter=True)
+    soft = LabelStats.from_weights(x, np.eye(5)[labels] * keep[:, None], with_scatter=True)
+    for a, b in zip((hard.weight, hard.sums, hard.sumsq, hard.scatter), (soft.weight, soft.sums, soft.sumsq, soft.scatter)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert hard.weight[4] == 0  # a class nobody has
+    back = LabelStats.from_flat(hard.to_flat(), 5, 6)
+    np.testing.assert_array_equal(back.scatter, hard.scatter)
+    halves = LabelStats.from_labels(x[:20], labels[:20], 5, keep[:20], True) + LabelStats.from_labels(x[20:], labels[20:], 5, keep[20:], True)
+    np.testing.assert_allclose(halves.sums, hard.sums, atol=1e-12)
+
+
+# ---------- GNB ----------
+
+def _gnb_reference(x, labels, n_classes):
+    """Log prior + sum of per-dim normal log densities, written out per item and class."""
+    n, d = x.shape
+    pooled = np.zeros(d)
+    for c in range(n_classes):
+        members = x[labels == c]
+        if len(members):
+            pooled += ((members - members.mean(axis=0)) ** 2).sum(axis=0)
+    pooled /= n
+    scores = np.full((n, n_classes), -np.inf)
+    for c in range(n_classes):
+        members = x[labels == c]
+        if not len(members):
+            continue
+        mean = members.mean(axis=0)
+        var = (((members - mean) ** 2).sum(axis=0) + pooled) / (len(members) + 1)
+        for i in range(n):
+            log_density = sum(-0.5 * math.log(2 * math.pi * var[j]) - (x[i, j] - mean[j]) ** 2 / (2 * var[j]) for j in range(d))
+            scores[i, c] = math.log(len(members) / n) + log_density
+    return scores
+
+
+def test_gnb_scores_equal_a_per_item_reference():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 5))
+    labels = rng.integers(0, 3, 40)
+    labels[labels == 2] = 1  # class 2 empty: disabled
+    scorer = gnb_scorer(ClassMoments.from_batch(x, labels, 4 - 1))
+    got = scorer.scores(x, np.zeros((40, 3)))
+    want = _gnb_reference(x, labels, 3)
+    assert np.all(np.isneginf(got[:, 2])) and np.all(np.isneginf(want[:, 2]))
+    np.testing.assert_allclose(got[:, :2], want[:, :2], rtol=1e-10)
+
+
+def test_gnb_tells_classes_apart_by_spread_where_cosine_cannot():
+    rng = np.random.default_rng(2)
+    # same mean, one class tight and one wide: only the variances separate them
+    tight = rng.normal(scale=0.05, size=(200, 4)) + [1, 0, 0, 0]
+    wide = rng.normal(scale=0.6, size=(200, 4)) + [1, 0, 0, 0]
+    x = np.vstack([tight, wide])
+    truth = np.repeat([0, 1], 200)
+    scorer = gnb_scorer(ClassMoments.from_batch(x, truth, 2))
+    assert (scorer.predict(x, np.zeros((400, 2))) == truth).mean() > 0.9
+
+
+# ---------- transductive (TransCLIP-ZS core) ----------
+
+def _transclip_reference(x, t, iterations, temperature, prompt_weight):
+    """EM written from the paper's updates: z_ic ~ yhat_ic^lambda pi_c N(x_i; mu_c, diag s^2)."""
+    prior = np.exp(temperature * (x @ t.T))
+    prior /= prior.sum(axis=1, keepdims=True)
+    z = prior.copy()
+    n, d = x.shape
+    for _ in range(iterations):
+        mu = np.array([(z[:, c : c + 1] * x).sum(axis=0) / z[:, c].sum() for c in range(len(t))])
+        var = np.zeros(d)
+        for c in range(len(t)):
+            var += (z[:, c : c + 1] * (x - mu[c]) ** 2).sum(axis=0)
+        var /= n
+        pi = z.sum(axis=0) / n
+        log_post = np.empty_like(z)
+        for i in range(n):
+            for c in range(len(t)):
+                log_post[i, c] = (prompt_weight * math.log(prior[i, c]) + math.log(pi[c])
+                                  - 0.5 * np.sum((x[i] - mu[c]) ** 2 / var))
+        log_post -= log_post.max(axis=1, keepdims=True)
+        z = np.exp(log_post)
+        z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def test_transductive_em_equals_the_reference_em():
+    rng = np.random.default_rng(3)
+    x, _ = _blobs(rng, 15, [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], 0.4)
+    t = normalize_rows(np.array([[1, 0.3, 0, 0], [0, 1, 0.3, 0], [0.3, 0, 1, 0]], float))
+    z = transductive_initial(x @ t.T, 10.0)
+    for _ in range(4):
+        scorer = transductive_scorer(LabelStats.from_weights(x, z), temperature=10.0, prompt_weight=1.0)
+        z = softmax(scorer.scores(x, x @ t.T))
+    np.testing.assert_allclose(z, _transclip_reference(x, t, 4, 10.0, 1.0), rtol=1e-8, atol=1e-12)
+
+
+def test_transductive_fixes_a_biased_prompt_on_balanced_clusters():
+    rng = np.random.default_rng(4)
+    c0, c1 = np.repeat([1.0, 0.0], 10), np.repeat([0.0, 1.0], 10)
+    x, truth = _blobs(rng, 100, [c0, c1], 1.0)
+    t = normalize_rows(np.array([c0, 2 * c0 + c1]))  # class 1's prompt leans far into class 0
+    base = (x @ t.T).argmax(axis=1)
+    z = transductive_initial(x @ t.T)
+    for _ in range(5):
+        scorer = transductive_scorer(LabelStats.from_weights(x, z))
+        z = softmax(scorer.scores(x, x @ t.T))
+    assert (z.argmax(axis=1) == truth).mean() > (base == truth).mean() + 0.03
+
+
+# ---------- LDA (cotrain's discriminant) ----------
+
+def test_lda_scores_equal_the_textbook_discriminant():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(60, 4))
+    labels = rng.integers(0, 3, 60)
+    keep = rng.random(60) < 0.8
+    scorer = lda_scorer(LabelStats.from_labels(x, labels, 3, keep, with_scatter=True), shrinkage=0.2)
+    xs, ls = x[keep], labels[keep]
+    means = np.array([xs[ls == c].mean(axis=0) for c in range(3)])
+    within = sum(((xs[ls == c] - means[c]).T @ (xs[ls == c] - means[c])) for c in range(3)) / len(xs)
+    shrunk = 0.8 * within + 0.2 * np.trace(within) / 4 * np.eye(4)
+    inverse = np.linalg.inv(shrunk)
+    want = np.array([[xi @ inverse @ m - 0.5 * m @ inverse @ m for m in means] for xi in x])
+    np.testing.assert_allclose(scorer.scores(x, np.zeros((60, 3))), want, rtol=1e-9)
+
+
+def test_lda_learns_a_direction_the_prompt_misses():
+    rng = np.random.default_rng(6)
+    x, truth = _blobs(rng, 150, [[1, 0.2, 0], [1, -0.2, 0]], 0.05)
+    scorer = lda_scorer(LabelStats.from_labels(x, truth, 2, with_scatter=True))
+    assert (scorer.predict(x, np.zeros((300, 2))) == truth).mean() > 0.97
+
+
+# ---------- cotrain ----------
+
+def test_cotrain_targets_teach_each_view_the_agreed_and_the_other_views_confident_answers():
+    labels = [np.array([0, 1, 2, 0]), np.array([0, 2, 1, 1])]
+    margins = [np.array([5.0, 0.1, 3.0, 0.2]), np.array([1.0, 4.0, 0.1, 0.1])]
+    (label_a, keep_a), (label_b, keep_b) = cotrain_targets(labels, margins, [1.0, 1.0])
+    # item 0 agreed; item 1: b confident -> a learns 2; item 2: a confident -> b learns 2; item 3: nobody
+    assert keep_a.tolist() == [True, True, False, False] and label_a[:2].tolist() == [0, 2]
+    assert keep_b.tolist() == [True, False, True, False] and label_b[[0, 2]].tolist() == [0, 2]
+
+
+def test_top_margin_handles_disabled_classes():
+    scores = np.array([[3.0, 1.0, -np.inf], [2.0, -np.inf, -np.inf]])
+    assert top_margin(scores).tolist() == [2.0, np.inf]
+
+
+def test_cotrain_rounds_repair_a_view_whose_prompt_is_wrong_for_one_class():
+    """View a's prompts are right; view b's prompt for class 1 points at class 2's items. A few
+    rounds of cotrain (the Spark job's loop, written with the same pure functions) fix view b."""
+    rng = np.random.default_rng(7)
+    centres = np.eye(3) * 1.0
+    xa, truth = _blobs(rng, 80, centres, 0.3)
+    xb, _ = _blobs(rng, 80, centres[[0, 1, 2]], 0.3)
+    ta = normalize_rows(centres + 0.1)
+    tb = normalize_rows(np.array([[1, 0, 0], [0, 0.2, 1], [0.5, 0, 1]], float))  # class 2 items look like 1
+    xs, ts = [xa, xb], [ta, tb]
+    base_b = (xb @ tb.T).argmax(axis=1)
+    scores = [x @ t.T for x, t in zip(xs, ts)]
+    thresholds = [np.quantile(top_margin(s), 0.3) for s in scores]
+    for _ in range(4):
+        targets = cotrain_targets([s.argmax(axis=1) for s in scores], [top_margin(s) for s in scores], thresholds)
+        scorers = [lda_scorer(LabelStats.from_labels(x, lab, 3, keep, with_scatter=True)) for x, (lab, keep) in zip(xs, targets)]
+        scores = [sc.scores(x, x @ t.T) for sc, x, t in zip(scorers, xs, ts)]
+        thresholds = [np.quantile(top_margin(s), 0.3) for s in scores]
+    assert (scores[1].argmax(axis=1) == truth).mean() > (base_b == truth).mean() + 0.1
+    assert (scores[1].argmax(axis=1) == truth).mean() > 0.95
+
+
+# ---------- centroid ----------
+
+def test_centroid_moves_a_prompt_onto_its_items_and_keeps_an_empty_class_prompt():
+    rng = np.random.default_rng(8)
+    x, truth = _blobs(rng, 100, [[1, 0, 0], [0, 1, 0]], 0.2)
+    t = normalize_rows(np.array([[1, 0.8, 0], [0, 1, 0], [0, 0, 1]], float))  # class 2 has no items
+    base = (x @ t.T).argmax(axis=1)
+    confident = top_margin(x @ t.T) >= np.quantile(top_margin(x @ t.T), 0.5)
+    scorer = centroid_scorer(LabelStats.from_labels(x, base, 3, confident), t)
+    np.testing.assert_allclose(scorer.weights[2], t[2])
+    assert (scorer.predict(x, x @ t.T) == truth).mean() > (base == truth).mean()
+
+
+# ---------- one-vs-rest ----------
+
+def test_ovr_masks_equal_a_brute_force_rest_and_pick_the_separating_dims():
+    rng = np.random.default_rng(9)
+    d = 6
+    x = rng.normal(scale=0.1, size=(300, d))
+    labels = np.repeat([0, 1, 2], 100)
+    x[labels == 0, 1] += 1.0  # class 0 stands out on dim 1 only
+    settings = MaskSettings(ratio_threshold=1.5, min_dims=1)
+    keep = ovr_masks(ClassMoments.from_batch(x, labels, 3), settings)
+    for c in range(3):
+        mine, rest = x[labels == c], x[labels != c]
+        xvar = 0.5 * (mine.var(axis=0) + rest.var(axis=0)) + 0.5 * (mine.mean(axis=0) - rest.mean(axis=0)) ** 2
+        ratio = np.sqrt(xvar / (mine.std(axis=0) * rest.std(axis=0)))
+        want = ratio >= 1.5
+        if not want.any():
+            want[np.argmax(ratio)] = True
+        assert keep[c].tolist() == want.tolist()
+    assert keep[0].tolist() == [False, True, False, False, False, False]
+
+
+def test_ovr_predict_is_the_masked_cosine_argmax():
+    rng = np.random.default_rng(10)
+    x = normalize_rows(rng.normal(size=(30, 5)))
+    t = normalize_rows(rng.normal(size=(4, 5)))
+    keep = rng.random((4, 5)) < 0.6
+    keep[:, 0] = True
+    want = [np.argmax([(x[i] * keep[c]) @ (t[c] * keep[c]) / np.linalg.norm(x[i] * keep[c]) / np.linalg.norm(t[c] * keep[c])
+                       for c in range(4)]) for i in range(30)]
+    assert ovr_predict(x, t, keep).tolist() == want
+
+
+# ---------- round robin ----------
+
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_round_robin_equals_a_brute_force_all_play_all(top_k):
+    rng = np.random.default_rng(11)
+    n_classes, d = 6, 10
+    x = normalize_rows(rng.normal(size=(60, d)))
+    t = normalize_rows(rng.normal(size=(n_classes, d)))
+    labels = rng.integers(0, n_classes, 60)
+    masks = pair_masks(ClassMoments.from_batch(x, labels, n_classes), MaskSettings(1.05, 3))
+    cos = x @ t.T
+    candidates = None if top_k is None else np.sort(np.argsort(-cos, axis=1)[:, :top_k], axis=1)
+    got = play_round_robin(x, t, masks, pair_coefficients(t, masks), cos, candidates)
+    pairs = [(a, b) for a in range(n_classes) for b in range(a + 1, n_classes)]
+    for i in range(60):
+        entrants = list(range(n_classes)) if candidates is None else list(candidates[i])
+        wins = {c: 0 for c in entrants}
+        for a, b in pairs:
+            if a in wins and b in wins:
+                dims = masks[pairs.index((a, b))]
+                ca = x[i, dims] @ t[a, dims] / np.linalg.norm(t[a, dims])
+                cb = x[i, dims] @ t[b, dims] / np.linalg.norm(t[b, dims])
+                wins[a if ca >= cb else b] += 1
+        best = max(entrants, key=lambda c: (wins[c], cos[i, c], -c))
+        assert got[i] == best, i
