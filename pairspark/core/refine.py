@@ -226,6 +226,12 @@ def top_margin(scores: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(top2[:, 0]), margin, np.inf)
 
 
+def margin_threshold(margins: np.ndarray, share: float) -> float:
+    """The `share` quantile of the finite margins (an infinite margin is always confident)."""
+    finite = margins[np.isfinite(margins)]
+    return float(np.quantile(finite, share)) if finite.size else 0.0
+
+
 def cotrain_targets(labels: list[np.ndarray], margins: list[np.ndarray], thresholds: list[float]):
     """Per view (training label, keep mask) for one co-training round of two views.
 

@@ -25,6 +25,7 @@ from pairspark.core.refine import (
     Scorer,
     centroid_scorer,
     lda_scorer,
+    margin_threshold,
     cotrain_targets,
     softmax,
     top_margin,
@@ -174,8 +175,7 @@ def fit_cotrain(valid, views, tables, valid_items: int, share: float, seed: int,
         if not stats or min(stats[n].weight.sum() for n in names) == 0:
             raise UsageError("cotrain: no item to learn from (the views agree on none and neither is confident)")
         current = {n: lda_scorer(stats[n]) for n in names}
-        thresholds = [float(np.quantile(top_margin(current[n].scores(sample[n], sample_cos[n])), share))
-                      if len(sample[n]) else 0.0 for n in names]
+        thresholds = [margin_threshold(top_margin(current[n].scores(sample[n], sample_cos[n])), share) for n in names]
         counts = np.concatenate([stats[n].weight for n in names])
         moved = None if previous_counts is None else float(np.abs(counts - previous_counts).sum())
         log.info("cotrain pass %d: trained on %s items%s", passes, "/".join(str(int(stats[n].weight.sum())) for n in names),
