@@ -1,3 +1,12 @@
 """pairspark: zero-shot classification of catalog embeddings with the pairwise cross-variance tournament."""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `from pairspark import PairwiseTournamentClassifier` without importing pyspark for the CLI's --help
+    if name in ("PairwiseTournamentClassifier", "PairwiseTournamentModel"):
+        from pairspark import ml
+
+        return getattr(ml, name)
+    raise AttributeError(f"module 'pairspark' has no attribute {name!r}")

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairspark", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def show_cols_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--show-cols", help="items columns shown beside suspected errors (e.g. product_name)")
+
     def views_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--views", required=True, help="NAME=COL[,NAME=COL]: view name (classes column) = items column")
 
@@ -59,10 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quarantine", help="where invalid item rows go, with a reason (default PRED_DIR.quarantine)")
     _settings_options(p)
 
-    p = sub.add_parser("evaluate", help="agreement and label metrics into REPORT_DIR/metrics.json")
+    p = sub.add_parser("evaluate", help="agreement and label metrics into REPORT_DIR/metrics.json and report.html")
     p.add_argument("--predictions", required=True, help="PRED_DIR written by classify")
     p.add_argument("--out", required=True, help="REPORT_DIR")
     p.add_argument("--label-col", help="ground-truth column (default: the one classify carried)")
+    p.add_argument("--changes", help="a `pairspark diff` output to show in the report")
+    show_cols_arg(p)
+    _settings_options(p)
+
+    p = sub.add_parser("audit", help="likely annotation errors, ranked, into DIR (Parquet, CSV, summary.json)")
+    p.add_argument("--predictions", required=True, help="PRED_DIR written by classify")
+    p.add_argument("--out", required=True, help="DIR")
+    p.add_argument("--label-col", help="stored label column (default: the one classify carried)")
+    p.add_argument("--items", help="items table to take --show-cols from (default: the one classify read)")
+    p.add_argument("--csv-rows", type=int, default=10_000, help="rows in DIR/suspects.csv (10000); the Parquet has all")
+    show_cols_arg(p)
+    _settings_options(p)
+
+    p = sub.add_parser("diff", help="items whose class changed between two prediction runs, into DIR")
+    p.add_argument("--old", required=True, help="the previous PRED_DIR")
+    p.add_argument("--new", required=True, help="the new PRED_DIR")
+    p.add_argument("--out", required=True, help="DIR (changes Parquet and summary.json)")
     _settings_options(p)
 
     p = sub.add_parser("run", help="fit, classify and evaluate into DIR/model, DIR/predictions, DIR/report")
@@ -72,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="DIR")
     p.add_argument("--methods", help=METHODS_HELP)
     p.add_argument("--label-col")
+    p.add_argument("--previous", help="last night's PRED_DIR: what changed goes to DIR/changes and the report")
+    show_cols_arg(p)
     _settings_options(p)
     return parser
 
@@ -98,12 +120,20 @@ def execute(args: argparse.Namespace, spark, settings: Settings) -> dict:
         return pipeline.fit(spark, args.items, args.classes, parse_views(args.views), args.out, settings)
     if args.command == "classify":
         return pipeline.classify(spark, args.items, args.model, args.out, settings, args.label_col, args.quarantine)
+    show_cols = [c.strip() for c in (getattr(args, "show_cols", None) or "").split(",") if c.strip()]
     if args.command == "evaluate":
-        return pipeline.evaluate(spark, args.predictions, args.out, args.label_col)
-    return pipeline.run(spark, args.items, args.classes, parse_views(args.views), args.out, settings, args.label_col)
+        return pipeline.evaluate(spark, args.predictions, args.out, args.label_col, args.changes, show_cols)
+    if args.command == "audit":
+        return pipeline.audit(spark, args.predictions, args.out, args.label_col, args.items, show_cols, args.csv_rows)
+    if args.command == "diff":
+        return pipeline.diff(spark, args.old, args.new, args.out)
+    return pipeline.run(spark, args.items, args.classes, parse_views(args.views), args.out, settings, args.label_col,
+                        args.previous, show_cols)
 
 
 def summary(command: str, result: dict) -> str:
+    if command in ("audit", "diff"):
+        return json.dumps({k: v for k, v in result.items() if k != "by_pair"}, indent=1)
     if command in ("evaluate", "run"):
         lines = [f"items: {result['counts'].get('items')}  quarantined: {result['counts'].get('quarantined', 0)}"]
         for method, m in result.get("agreement", {}).items():

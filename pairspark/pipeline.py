@@ -20,25 +20,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pairspark import __version__
-from pairspark.config import Settings, View, format_views
-from pairspark.errors import InvalidRowsError, UsageError
-from pairspark.core.model import ITERATIVE_METHODS, default_methods, primary_method
-from pairspark.spark.classify import ORIGINAL, classify_items, prediction_fields
+from pairspark.config import Settings, View
+from pairspark.core.model import primary_method
+from pairspark.errors import UsageError
+from pairspark.ml import PairwiseTournamentClassifier, PairwiseTournamentModel, stop_on_bad_rows
+from pairspark.spark.classify import ORIGINAL, prediction_fields
+from pairspark.report import SUSPECTS_SHOWN, render_report
+from pairspark.spark.audit import audit_predictions, diff_predictions, with_item_columns
 from pairspark.spark.evaluate import evaluate_predictions
-from pairspark.spark.fit import fit_views
-from pairspark.spark.io import (
-    DUPLICATE,
-    ITEM_ID,
-    REASON,
-    check_item_dims,
-    first_invalid,
-    load_classes,
-    mark_duplicates,
-    read_parquet,
-    require_columns,
-    require_rows,
-)
-from pairspark.spark.model_io import load_model, model_view_meta, save_model
+from pairspark.spark.io import ITEM_ID, REASON, read_parquet, require_columns
 from pairspark.spark.storage import FileSystem, atomic_output
 
 log = logging.getLogger("pairspark")
@@ -74,57 +64,25 @@ def _configure(spark: SparkSession, settings: Settings) -> None:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.arrow_batch_size))
 
 
-def _maybe_repartition(df: DataFrame, settings: Settings) -> DataFrame:
-    return df.repartition(settings.partitions) if settings.partitions else df
-
-
-def _read_items(spark: SparkSession, items_path: str, views: list[View], dims: dict[str, int], settings: Settings,
-                check_now: bool) -> DataFrame:
-    """The items with a DUPLICATE column. With --on-invalid error and `check_now`, a bad row
-    stops the run here (an extra pass; classify finds them in its own pass instead)."""
-    items = read_parquet(spark, items_path, "items")
-    require_rows(items, f"items table {items_path}")
-    marked = mark_duplicates(items, views)
-    check_item_dims(marked, views, dims)
-    if check_now and settings.on_invalid == "error":
-        _stop_on_bad_rows(first_invalid(marked, views, dims), items_path)
-    return marked
-
-
-def _stop_on_bad_rows(bad: list[tuple[str, str]], items_path: str) -> None:
-    if bad:
-        shown = ", ".join(f"item_id={item!r} ({reason})" for item, reason in bad)
-        raise InvalidRowsError(f"invalid item rows in {items_path}, first: {shown}; "
-                               "use --on-invalid quarantine to set them aside")
-
-
 def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[View], out: str, settings: Settings) -> dict:
+    """MODEL_DIR from the items and classes tables, through PairwiseTournamentClassifier."""
     _configure(spark, settings)
     with _stage("fit") as facts:
-        tables = load_classes(spark, classes_path, views)
-        dims = {name: t.dim for name, t in tables.items()}
-        marked = _read_items(spark, items_path, views, dims, settings, check_now=True)
-        columns = [ITEM_ID, *dict.fromkeys(v.column for v in views), DUPLICATE]
-        methods = settings.methods or default_methods(len(views))
-        result = fit_views(_maybe_repartition(marked.select(*columns), settings), views, tables, settings, methods)
-        if result.valid_items == 0:
-            raise UsageError(f"items table {items_path} has no valid rows to fit on (see the quarantine reasons)")
+        items = read_parquet(spark, items_path, "items")
+        estimator = PairwiseTournamentClassifier.from_settings(settings, classes_path, views, source=items_path)
+        model = estimator.fit(items)
         fs = FileSystem(spark)
-        meta = {
+        model.meta = {
             "created_at": _now(),
-            "settings": settings.to_json(),
-            "views": [model_view_meta(v, result.confident_items[v.name]) for v in result.views],
-            "views_spec": format_views(views),
-            "methods": list(methods),
-            "method_fits": result.method_fits,
+            **model.meta,
             "inputs": {"items": fs.qualify(items_path), "classes": fs.qualify(classes_path)},
-            "counts": {"valid_items": result.valid_items},
             "versions": _versions(),
         }
-        with atomic_output(spark, out, {"counts": meta["counts"]}) as staging:
-            save_model(spark, result.views, meta, staging)
-        facts.update(valid_items=result.valid_items, confident=result.confident_items, out=out)
-    return meta
+        with atomic_output(spark, out, {"counts": model.meta["counts"]}) as staging:
+            model.write().save(staging)
+        confident = {v["name"]: v["confident_items"] for v in model.meta["views"]}
+        facts.update(valid_items=model.meta["counts"]["valid_items"], confident=confident, out=out)
+    return model.meta
 
 
 def classify(
@@ -141,23 +99,18 @@ def classify(
     quarantine_out = quarantine_out or f"{out.rstrip('/')}.quarantine"
     _configure(spark, settings)
     with _stage("classify") as facts:
-        views, meta = load_model(spark, model_dir)
-        view_specs = [View(v.name, v.column) for v in views]
-        dims = {v.name: v.dim for v in views}
-        marked = _read_items(spark, items_path, view_specs, dims, settings, check_now=False)
+        model = PairwiseTournamentModel.from_dir(spark, model_dir)
+        # this run's settings win over the model's, except what only fit decides
+        model.apply_settings(settings)
+        items = read_parquet(spark, items_path, "items")
         if label_col:
-            require_columns(marked, [label_col], "items table")
-        methods = settings.methods or tuple(meta.get("methods") or default_methods(len(views)))
-        unfitted = [m for m in methods if m in ITERATIVE_METHODS and m not in views[0].scorers]
-        if unfitted:
-            raise UsageError(f"model {model_dir} was not fitted for {', '.join(unfitted)}: "
-                             f"refit with --methods {','.join(methods)}")
+            require_columns(items, [label_col], "items table")
+        methods = model.run_methods
         # one pass: predictions for valid rows, reason and original columns for the rest
-        result = classify_items(spark, _maybe_repartition(marked, settings), views, methods, settings.seed,
-                                label_col, settings.candidates).persist(StorageLevel.MEMORY_AND_DISK)
+        result = model.classified(items, label_col).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            info = _publish_classified(spark, result, views, methods, settings, label_col, items_path, model_dir,
-                                       out, quarantine_out)
+            info = _publish_classified(spark, result, model.view_models, methods, settings, label_col, items_path,
+                                       model_dir, out, quarantine_out)
         finally:
             result.unpersist()
         facts.update(**{k: v for k, v in info["counts"].items() if k != "quarantined_by_reason"}, out=out)
@@ -167,9 +120,7 @@ def classify(
 def _publish_classified(spark, result, views, methods, settings, label_col, items_path, model_dir, out, quarantine_out) -> dict:
     """Quarantine first, then predictions (whose counts refer to it), each published atomically."""
     if settings.on_invalid == "error":
-        bad = result.where(F.col(REASON).isNotNull()).select(ITEM_ID, REASON)
-        _stop_on_bad_rows([(r[ITEM_ID], r[REASON]) for r in bad.orderBy(F.col(ITEM_ID).asc_nulls_first()).limit(3).collect()],
-                          items_path)
+        stop_on_bad_rows(result, items_path)
     quarantine = result.where(F.col(REASON).isNotNull()).select(f"{ORIGINAL}.*", REASON)
     marker: dict = {}
     with atomic_output(spark, quarantine_out, marker) as staging:
@@ -212,13 +163,13 @@ def _publish_classified(spark, result, views, methods, settings, label_col, item
     return info
 
 
-def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str | None = None) -> dict:
+def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str | None = None,
+             changes_dir: str | None = None, show_cols: list[str] | None = None) -> dict:
+    """REPORT_DIR/metrics.json and REPORT_DIR/report.html (with the top suspected annotation errors
+    and, from `changes_dir` (a diff's output), what changed since the previous run)."""
     with _stage("evaluate") as facts:
         fs = FileSystem(spark)
-        info_path = f"{predictions_dir}/{PREDICTIONS_INFO}"
-        if not fs.exists(info_path):
-            raise UsageError(f"{predictions_dir} holds no pairspark predictions ({PREDICTIONS_INFO} missing)")
-        info = fs.read_json(info_path)
+        info = _predictions_info(fs, predictions_dir)
         predictions = read_parquet(spark, predictions_dir, "predictions")
         label_col = label_col or info.get("label_column")
         report = evaluate_predictions(predictions, info["views"], info["methods"], info["class_ids"], label_col)
@@ -226,11 +177,85 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
         report["primary_method"] = info["primary_method"]
         report["predictions"] = fs.qualify(predictions_dir)
         report["created_at"] = _now()
+        suspects = _suspects(spark, predictions, info, label_col, show_cols or [])
+        changes = fs.read_json(f"{changes_dir}/summary.json") if changes_dir and fs.exists(f"{changes_dir}/summary.json") else None
+        if changes:
+            report["changes"] = {k: v for k, v in changes.items() if k != "by_pair"}
+        page = render_report(report, suspects, report["class_counts"], changes)
         with atomic_output(spark, out, {"counts": report["counts"]}) as staging:
             fs.mkdirs(staging)
             fs.write_json(f"{staging}/metrics.json", report)
+            fs.write_text(f"{staging}/report.html", page)
         facts.update(items=report["counts"]["items"], out=out)
     return report
+
+
+def _predictions_info(fs: FileSystem, predictions_dir: str) -> dict:
+    info_path = f"{predictions_dir}/{PREDICTIONS_INFO}"
+    if not fs.exists(info_path):
+        raise UsageError(f"{predictions_dir} holds no pairspark predictions ({PREDICTIONS_INFO} missing)")
+    return fs.read_json(info_path)
+
+
+def _suspects(spark, predictions: DataFrame, info: dict, label_col: str | None, show_cols: list[str]) -> list[dict]:
+    if len(info["views"]) < 2 and not label_col:
+        return []
+    audit = audit_predictions(predictions, info["views"], label_col).limit(SUSPECTS_SHOWN)
+    if show_cols:
+        audit = with_item_columns(audit, read_parquet(spark, info["items"], "items"), show_cols)
+    return [row.asDict() for row in audit.collect()]
+
+
+def audit(spark: SparkSession, predictions_dir: str, out: str, label_col: str | None = None, items_path: str | None = None,
+          show_cols: list[str] | None = None, csv_rows: int = 10_000) -> dict:
+    """OUT/suspects (Parquet, every flagged item, best first), OUT/suspects.csv (the first
+    `csv_rows`, for spreadsheets) and OUT/summary.json (counts per kind)."""
+    with _stage("audit") as facts:
+        fs = FileSystem(spark)
+        info = _predictions_info(fs, predictions_dir)
+        label_col = label_col or info.get("label_column")
+        if len(info["views"]) < 2 and not label_col:
+            raise UsageError("an audit needs predictions with two views or a label column (--label-col)")
+        predictions = read_parquet(spark, predictions_dir, "predictions")
+        if label_col:
+            require_columns(predictions, [label_col], "predictions")
+        flagged = audit_predictions(predictions, info["views"], label_col)
+        if show_cols:
+            items = read_parquet(spark, items_path or info["items"], "items")
+            require_columns(items, show_cols, "items table")
+            flagged = with_item_columns(flagged, items, show_cols)
+        flagged = flagged.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            by_kind = {r["kind"]: int(r["count"]) for r in flagged.groupBy("kind").count().collect()}
+            summary = {"predictions": fs.qualify(predictions_dir), "label_column": label_col, "flagged": sum(by_kind.values()),
+                       "by_kind": by_kind, "created_at": _now()}
+            with atomic_output(spark, out, {"counts": {"flagged": summary["flagged"]}}) as staging:
+                flagged.coalesce(1).write.parquet(f"{staging}/suspects")
+                top = flagged.limit(csv_rows).toPandas()
+                fs.write_text(f"{staging}/suspects.csv", top.to_csv(index=False))
+                fs.write_json(f"{staging}/summary.json", summary)
+        finally:
+            flagged.unpersist()
+        facts.update(flagged=summary["flagged"], out=out)
+    return summary
+
+
+def diff(spark: SparkSession, old_dir: str, new_dir: str, out: str) -> dict:
+    """OUT/changes (Parquet: item_id, view, old_class, new_class) and OUT/summary.json."""
+    with _stage("diff") as facts:
+        fs = FileSystem(spark)
+        old_info, new_info = _predictions_info(fs, old_dir), _predictions_info(fs, new_dir)
+        views = [v for v in new_info["views"] if v in old_info["views"]]
+        if not views:
+            raise UsageError(f"{old_dir} and {new_dir} share no view")
+        changes, summary = diff_predictions(read_parquet(spark, old_dir, "old predictions"),
+                                            read_parquet(spark, new_dir, "new predictions"), views)
+        summary.update(old=fs.qualify(old_dir), new=fs.qualify(new_dir), created_at=_now())
+        with atomic_output(spark, out, {"counts": {"changed": summary["changed"]}}) as staging:
+            changes.coalesce(max(1, min(8, summary["compared"] // 1_000_000))).write.parquet(f"{staging}/changes")
+            fs.write_json(f"{staging}/summary.json", summary)
+        facts.update(compared=summary["compared"], changed=summary["changed"], out=out)
+    return summary
 
 
 def run(
@@ -241,8 +266,19 @@ def run(
     out: str,
     settings: Settings,
     label_col: str | None = None,
+    previous: str | None = None,
+    show_cols: list[str] | None = None,
 ) -> dict:
+    """fit, classify, (diff against `previous` predictions,) evaluate into OUT/model, OUT/predictions,
+    OUT/quarantine, (OUT/changes,) OUT/report."""
     out = out.rstrip("/")
     fit(spark, items_path, classes_path, views, f"{out}/model", settings)
     classify(spark, items_path, f"{out}/model", f"{out}/predictions", settings, label_col, f"{out}/quarantine")
-    return evaluate(spark, f"{out}/predictions", f"{out}/report", label_col)
+    changes = None
+    if previous:
+        fs = FileSystem(spark)
+        if fs.qualify(previous.rstrip("/")) == fs.qualify(f"{out}/predictions"):
+            raise UsageError("--previous must be another run's predictions (this run replaces OUT/predictions)")
+        changes = f"{out}/changes"
+        diff(spark, previous, f"{out}/predictions", changes)
+    return evaluate(spark, f"{out}/predictions", f"{out}/report", label_col, changes, show_cols)

@@ -8,7 +8,7 @@ import numpy as np
 
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
-from pairspark.core.refine import Scorer, gnb_scorer, ovr_masks, ovr_predict
+from pairspark.core.refine import Scorer, gnb_scorer, ovr_masks, ovr_predict, top_margin
 from pairspark.core.stats import ClassMoments
 from pairspark.core.tournament import pair_coefficients, play_round_robin, play_tournament
 
@@ -101,6 +101,9 @@ class ViewModel:
     ) -> dict[str, np.ndarray]:
         """Class indices per method, plus the base cosine, for a batch x (n, D) of raw vectors.
 
+        Also METHOD_margin (best minus second-best score) for the methods that score every class,
+        and base_margin (cosines); margin() picks the one that describes a method's answer.
+
         candidates > 0: the pairwise bracket (and the round robin) holds only each item's top
         `candidates` base classes.
 
@@ -111,7 +114,8 @@ class ViewModel:
         """
         x_unit = unit_rows64(x)
         base = base_assign(x_unit, self.vectors64)
-        out: dict[str, np.ndarray] = {"base": base.best, "base_cosine": base.best_cosine.astype(np.float32)}
+        out: dict[str, np.ndarray] = {"base": base.best, "base_cosine": base.best_cosine.astype(np.float32),
+                                      "base_margin": base.margin}
         top = top_candidates(base.cosines, candidates) if 0 < candidates < self.n_classes else None
         for method in methods:
             if method == "pairwise":
@@ -120,11 +124,18 @@ class ViewModel:
                 out[method] = play_round_robin(x_unit, self.vectors64, self.masks, self.coefficients, base.cosines, top)
             elif method == "ovr":
                 out[method] = ovr_predict(x_unit, self.vectors64, self.ovr_keep)
-            elif method == "gnb":
-                out[method] = self.gnb.predict(x_unit, base.cosines)
-            elif method in ITERATIVE_METHODS:
-                out[method] = self.scorers[method].predict(x_unit, base.cosines)
+            elif method == "gnb" or method in ITERATIVE_METHODS:
+                scorer = self.gnb if method == "gnb" else self.scorers[method]
+                scores = scorer.scores(x_unit, base.cosines)
+                out[method] = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
+                out[f"{method}_margin"] = top_margin(scores)
         return out
+
+
+def answer_margin(answers: dict[str, np.ndarray], method: str) -> np.ndarray:
+    """How sure `method` is of each answer: its own score margin, or the base cosine margin for the
+    methods without scores per class (pairwise, roundrobin, ovr). Only comparable within a method."""
+    return answers.get(f"{method}_margin", answers["base_margin"])
 
 
 def fit_view(

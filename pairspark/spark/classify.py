@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from pairspark.core.model import ViewModel, primary_method
+from pairspark.core.model import ViewModel, answer_margin, primary_method
 from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, batch_matrix, batch_reasons, class_names
 
 BRACKET_KEY = "_bracket_key"
@@ -28,7 +28,8 @@ def prediction_fields(views: list[ViewModel], methods: tuple[str, ...], label_co
         fields.append(T.StructField(label_col, T.StringType()))
     for view in views:
         fields += [T.StructField(f"{view.name}_{m}", T.StringType()) for m in methods]
-        fields += [T.StructField(f"{view.name}_class", T.StringType()), T.StructField(f"{view.name}_base_cosine", T.FloatType())]
+        fields += [T.StructField(f"{view.name}_class", T.StringType()), T.StructField(f"{view.name}_base_cosine", T.FloatType()),
+                   T.StructField(f"{view.name}_margin", T.FloatType())]
     return fields
 
 
@@ -40,9 +41,11 @@ def classify_items(
     seed: int,
     label_col: str | None = None,
     candidates: int = 0,
+    keep_input: bool = False,
 ) -> DataFrame:
     """One pass over io.mark_duplicates' output: a prediction row for every valid item, and for
-    every invalid one a row with its REASON and its input columns, unchanged, in ORIGINAL.
+    every invalid one a row with its REASON and its input columns, unchanged, in ORIGINAL
+    (for every row with keep_input, as the pyspark.ml transform needs).
 
     Validation happens in the same Arrow batches as the math (core/validate.py), so quarantining
     costs no pass of its own; callers persist the result and split it into the two outputs.
@@ -73,14 +76,11 @@ def classify_items(
             valid = pc.is_null(reasons)
             good = batch if reasons.null_count == batch.num_rows else batch.filter(valid)
             if good.num_rows:
-                yield _predictions(good, models, methods, primary, label_col, candidates, arrow_schema)
+                yield _predictions(good, models, methods, primary, label_col, candidates, arrow_schema, keep_input)
             if good.num_rows < batch.num_rows:
                 bad = pc.invert(valid)
                 n_bad = batch.num_rows - good.num_rows
-                original_fields = list(arrow_schema.field(ORIGINAL).type)
-                original = pa.StructArray.from_arrays(
-                    [batch.column(column(f.name)).filter(bad).cast(f.type) for f in original_fields], fields=original_fields
-                )
+                original = _original(batch.filter(bad), arrow_schema)
                 ids = pc.cast(batch.column(column(ITEM_ID)), pa.string()).filter(bad)
                 arrays = [ids] + [pa.nulls(n_bad, f.type) for f in arrow_schema][1:-2] + [reasons.filter(bad), original]
                 yield pa.RecordBatch.from_arrays(arrays, schema=arrow_schema)
@@ -88,7 +88,14 @@ def classify_items(
     return keyed.mapInArrow(classify_batches, schema)
 
 
-def _predictions(batch, models, methods, primary, label_col, candidates, arrow_schema) -> pa.RecordBatch:
+def _original(batch: pa.RecordBatch, arrow_schema: pa.Schema) -> pa.StructArray:
+    """The ORIGINAL struct: the batch's input columns, unchanged."""
+    original_fields = list(arrow_schema.field(ORIGINAL).type)
+    column = batch.schema.get_field_index
+    return pa.StructArray.from_arrays([batch.column(column(f.name)).cast(f.type) for f in original_fields], fields=original_fields)
+
+
+def _predictions(batch, models, methods, primary, label_col, candidates, arrow_schema, keep_input=False) -> pa.RecordBatch:
     column = batch.schema.get_field_index
     keys = batch.column(column(BRACKET_KEY)).to_numpy().view(np.uint64)
     arrays = [pc.cast(batch.column(column(ITEM_ID)), pa.string())]
@@ -98,7 +105,9 @@ def _predictions(batch, models, methods, primary, label_col, candidates, arrow_s
         answers = model.classify(batch_matrix(batch, model.column, model.dim), keys, methods, candidates)
         for method in methods:
             arrays.append(class_names(model.class_ids, answers[method]))
-        arrays += [class_names(model.class_ids, answers[primary]), pa.array(answers["base_cosine"], pa.float32())]
+        arrays += [class_names(model.class_ids, answers[primary]), pa.array(answers["base_cosine"], pa.float32()),
+                   pa.array(answer_margin(answers, primary).astype(np.float32), pa.float32())]
     n = batch.num_rows
-    arrays += [pa.nulls(n, pa.string()), pa.nulls(n, arrow_schema.field(ORIGINAL).type)]
+    original = _original(batch, arrow_schema) if keep_input else pa.nulls(n, arrow_schema.field(ORIGINAL).type)
+    arrays += [pa.nulls(n, pa.string()), original]
     return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema)

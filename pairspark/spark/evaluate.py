@@ -47,6 +47,11 @@ def evaluate_predictions(
     predictions = predictions.cache()
     try:
         report: dict = {"counts": {"items": predictions.count()}, "views": view_names, "methods": methods}
+        report["class_counts"] = {
+            v: {m: {r[0]: int(r[1]) for r in predictions.groupBy(f"{v}_{m}").count().collect() if r[0] is not None}
+                for m in methods}
+            for v in view_names
+        }
         if len(view_names) == 2:
             predicted_view, reference_view = view_names
             report["agreement"] = {

@@ -1,0 +1,176 @@
+"""REPORT_DIR/report.html: one self-contained page (figures embedded as PNG data URIs) from the
+metrics.json content, the top suspected annotation errors and, when given, the changes since the
+previous run. No Spark here: evaluate collects what the page shows."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+
+SUSPECTS_SHOWN = 20
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to memory
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_png(metrics: dict, title: str, reference: str, predicted: str) -> str:
+    """A confusion matrix as a PNG data URI: rows the reference, columns the prediction, classes
+    that occur in neither left out (a taxonomy entry nobody has)."""
+    plt = _pyplot()
+    confusion = np.asarray(metrics["confusion"], dtype=np.int64)
+    classes = metrics["classes"]
+    present = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+    confusion = confusion[np.ix_(present, present)]
+    names = [c for c, p in zip(classes, present) if p]
+    size = max(4.0, 0.32 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    shown = np.log1p(confusion)
+    image = ax.imshow(shown, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel(predicted)
+    ax.set_ylabel(reference)
+    ax.set_title(title, fontsize=10)
+    if len(names) <= 25:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if confusion[i, j]:
+                    ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if shown[i, j] > shown.max() / 2 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.04, label="log(1 + items)")
+    return _png(fig)
+
+
+def class_shift_png(counts: dict[str, dict[str, int]], base: str, primary: str, view: str) -> str:
+    plt = _pyplot()
+    classes = sorted(set(counts.get(base, {})) | set(counts.get(primary, {})))
+    before = np.array([counts.get(base, {}).get(c, 0) for c in classes])
+    after = np.array([counts.get(primary, {}).get(c, 0) for c in classes])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(classes) + 2), 3.5))
+    positions = np.arange(len(classes))
+    ax.bar(positions - 0.2, before, width=0.4, label=base)
+    ax.bar(positions + 0.2, after, width=0.4, label=primary)
+    ax.set_xticks(positions, classes, rotation=90, fontsize=7)
+    ax.set_ylabel("items")
+    ax.set_title(f"{view}: class sizes, {base} vs {primary}", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _table(header: list[str], rows: list[list], classes: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table class="{classes}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape("" if value is None else str(value))
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}
+th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
+img{max-width:100%;margin:0.5em 1em 1em 0;vertical-align:top}
+h2{border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:1.6em}
+.note{color:#555;font-size:13px}
+"""
+
+
+def render_report(report: dict, suspects: list[dict], class_counts: dict, changes: dict | None = None) -> str:
+    """The page as a string. `report`: metrics.json content; `suspects`: audit rows (dicts);
+    `class_counts`: {view: {method: {class: items}}}; `changes`: diff summary or None."""
+    views, methods = report["views"], report["methods"]
+    primary = report.get("primary_method", methods[0])
+    counts = report["counts"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>pairspark report</title><style>{_STYLE}</style></head><body>",
+             "<h1>pairspark report</h1>",
+             f"<p class='note'>Predictions {html.escape(str(report.get('predictions', '')))}, created {html.escape(str(report.get('created_at', '')))}. "
+             f"Primary method (NAME_class): <b>{html.escape(primary)}</b>.</p>"]
+
+    parts.append("<h2>Summary</h2>")
+    count_rows = [[k, v] for k, v in counts.items() if not isinstance(v, dict)]
+    count_rows += [[f"quarantined: {reason}", n] for reason, n in counts.get("quarantined_by_reason", {}).items()]
+    parts.append(_table(["count", "items"], count_rows))
+    header = ["method"]
+    if "agreement" in report:
+        header += [f"agreement weighted F1 ({report['agreement']['predicted_view']} vs {report['agreement']['reference_view']})", "agreement macro F1"]
+    for view in views if "vs_label" in report else []:
+        header += [f"{view} accuracy", f"{view} weighted F1", f"{view} macro F1"]
+    rows = []
+    for method in methods:
+        row = [method + (" (primary)" if method == primary else "")]
+        if "agreement" in report:
+            row += [report["agreement"][method]["weighted_f1"], report["agreement"][method]["macro_f1"]]
+        for view in views if "vs_label" in report else []:
+            m = report["vs_label"][view][method]
+            row += [m["accuracy"], m["weighted_f1"], m["macro_f1"]]
+        rows.append(row)
+    parts.append(_table(header, rows))
+
+    parts.append("<h2>Confusion matrices</h2><div>")
+    if "agreement" in report:
+        a = report["agreement"]
+        parts.append(f"<img alt='confusion {a['predicted_view']} vs {a['reference_view']}' src='"
+                     + confusion_png(a[primary], f"{primary}: {a['predicted_view']} vs {a['reference_view']}",
+                                     a["reference_view"], a["predicted_view"]) + "'>")
+    for view in views if "vs_label" in report else []:
+        parts.append(f"<img alt='confusion {view} vs label' src='"
+                     + confusion_png(report["vs_label"][view][primary], f"{primary}: {view} vs label", "label", view) + "'>")
+    parts.append("</div>")
+
+    parts.append(f"<h2>Per class ({html.escape(primary)})</h2>")
+    for view in views:
+        if "vs_label" in report:
+            per_class, what = report["vs_label"][view][primary]["per_class"], f"{view} against the label"
+        elif "agreement" in report and view == report["agreement"]["predicted_view"]:
+            per_class, what = report["agreement"][primary]["per_class"], f"{view} against {report['agreement']['reference_view']}"
+        else:
+            continue
+        rows = [[c, m["precision"], m["recall"], m["f1"], m["support"], m["predicted"]]
+                for c, m in per_class.items() if m["support"] or m["predicted"]]
+        parts.append(f"<h3>{html.escape(what)}</h3>" + _table(["class", "precision", "recall", "F1", "support", "predicted"], rows))
+
+    if "base" in methods and primary != "base":
+        parts.append(f"<h2>Class sizes: base vs {html.escape(primary)}</h2><div>")
+        for view in views:
+            parts.append(f"<img alt='class sizes {view}' src='" + class_shift_png(class_counts.get(view, {}), "base", primary, view) + "'>")
+        parts.append("</div>")
+
+    parts.append(f"<h2>Top suspected annotation errors</h2><p class='note'>Ranked by the audit score "
+                 f"(README.md, \"Audit\"): {SUSPECTS_SHOWN} shown; <code>pairspark audit</code> lists them all.</p>")
+    if suspects:
+        header = list(suspects[0].keys())
+        parts.append(_table(header, [[s[k] for k in header] for s in suspects[:SUSPECTS_SHOWN]], "suspects"))
+    else:
+        parts.append("<p>None: the views agree with each other and with the label everywhere.</p>")
+
+    if changes:
+        parts.append("<h2>Changes since the previous run</h2>")
+        parts.append(_table(["items compared", "added", "removed"] + [f"{v} changed" for v in changes["changed"]],
+                            [[changes["compared"], changes["added"], changes["removed"], *changes["changed"].values()]]))
+        parts.append(_table(["view", "old class", "new class", "items"],
+                            [[p["view"], p["old_class"], p["new_class"], p["count"]] for p in changes["by_pair"][:50]]))
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,109 @@
+"""Likely annotation errors (audit) and what changed since the last run (diff), from predictions.
+
+Audit score, per item (documented in README.md, "Audit"):
+  confidence of a view = the rank of its NAME_margin among all items' margins in that view, in
+  [0, 1] (from 1,000 approximate quantiles: margins of different methods and views have different
+  scales, ranks do not);
+  * label_contradicted_by_both_views: the two views agree with each other, not with the label:
+    score = 1 + min(confidence of the two views)   (always ranked above the kinds below)
+  * label_matches_neither_view: the views disagree and neither matches the label:
+    score = min(confidences)
+  * views_disagree: the views disagree (one may match the label): score = min(confidences)
+  * label_contradicted_by_view (one view only): score = its confidence
+Items with no such conflict are not listed. Ties: item_id ascending.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pairspark.spark.io import ITEM_ID
+
+QUANTILES = 1000
+KINDS = ("label_contradicted_by_both_views", "label_matches_neither_view", "views_disagree", "label_contradicted_by_view")
+
+
+def _confidence(df: DataFrame, view: str) -> DataFrame:
+    column = f"{view}_margin"
+    finite = df.where(F.col(column).isNotNull() & ~F.isnan(column) & (F.abs(F.col(column)) < float("inf")))
+    probabilities = [i / QUANTILES for i in range(1, QUANTILES)]
+    edges = np.asarray(finite.approxQuantile(column, probabilities, 1.0 / QUANTILES) or [0.0], dtype=np.float64)
+
+    @F.pandas_udf("double")
+    def rank(margin: pd.Series) -> pd.Series:
+        values = margin.to_numpy(dtype=np.float64, na_value=np.nan)
+        ranks = np.searchsorted(edges, values, side="right") / len(edges)
+        return pd.Series(np.where(np.isnan(values), 0.0, np.clip(ranks, 0.0, 1.0)))
+
+    return df.withColumn(f"{view}_confidence", rank(F.col(column)))
+
+
+def audit_predictions(predictions: DataFrame, views: list[str], label_col: str | None) -> DataFrame:
+    """Flagged items: item_id, kind, score, the label, per view NAME_class and NAME_confidence,
+    sorted by score descending then item_id (see the module docstring)."""
+    if len(views) < 2 and not label_col:
+        raise ValueError("an audit needs two views or a label column")
+    df = predictions
+    for view in views:
+        df = _confidence(df, view)
+    cls = [F.col(f"{v}_class") for v in views]
+    conf = [F.col(f"{v}_confidence") for v in views]
+    label = F.col(label_col) if label_col else F.lit(None).cast("string")
+    has_label = label.isNotNull()
+    if len(views) == 2:
+        agree = cls[0] == cls[1]
+        low = F.least(*conf)
+        off_both = has_label & (cls[0] != label) & (cls[1] != label)
+        kind = (F.when(off_both & agree, KINDS[0]).when(off_both, KINDS[1]).when(~agree, KINDS[2]))
+        score = F.when(off_both & agree, 1.0 + low).when(kind.isNotNull(), low)
+    else:
+        kind = F.when(has_label & (cls[0] != label), KINDS[3])
+        score = F.when(kind.isNotNull(), conf[0])
+    columns = [ITEM_ID, kind.alias("kind"), score.alias("score")]
+    if label_col:
+        columns.append(F.col(label_col))
+    for view in views:
+        columns += [F.col(f"{view}_class"), F.col(f"{view}_confidence")]
+    return df.select(*columns).where(F.col("kind").isNotNull()).orderBy(F.col("score").desc(), F.col(ITEM_ID).asc())
+
+
+def with_item_columns(audit: DataFrame, items: DataFrame, columns: list[str]) -> DataFrame:
+    """The audit with extra columns of the items table (e.g. a product name), order kept."""
+    if not columns:
+        return audit
+    extra = items.select(F.col(ITEM_ID).cast("string").alias(ITEM_ID), *columns).dropDuplicates([ITEM_ID])
+    return audit.join(extra, ITEM_ID, "left").orderBy(F.col("score").desc(), F.col(ITEM_ID).asc())
+
+
+def diff_predictions(old: DataFrame, new: DataFrame, views: list[str]) -> tuple[DataFrame, dict]:
+    """Items whose NAME_class changed between two prediction sets (one row per item and view:
+    item_id, view, old_class, new_class), and counts: items in both (compared), only in the new
+    (added) or only in the old (removed), changes per view and per (view, old, new)."""
+    o = old.select(ITEM_ID, F.lit(True).alias("_in_old"), *[F.col(f"{v}_class").alias(f"{v}_old") for v in views])
+    n = new.select(ITEM_ID, F.lit(True).alias("_in_new"), *[F.col(f"{v}_class").alias(f"{v}_new") for v in views])
+    joined = o.join(n, ITEM_ID, "full_outer").cache()
+    try:
+        presence = joined.groupBy(F.col("_in_old").isNotNull().alias("old"), F.col("_in_new").isNotNull().alias("new")).count().collect()
+        count = {(r["old"], r["new"]): int(r["count"]) for r in presence}
+        changes = None
+        for v in views:
+            part = joined.where(F.col(f"{v}_old").isNotNull() & F.col(f"{v}_new").isNotNull() & (F.col(f"{v}_old") != F.col(f"{v}_new")))
+            part = part.select(ITEM_ID, F.lit(v).alias("view"), F.col(f"{v}_old").alias("old_class"), F.col(f"{v}_new").alias("new_class"))
+            changes = part if changes is None else changes.unionByName(part)
+        changes = changes.orderBy("view", ITEM_ID)
+        pairs = (changes.groupBy("view", "old_class", "new_class").count()
+                 .orderBy(F.col("count").desc(), "view", "old_class", "new_class").collect())
+        summary = {
+            "compared": count.get((True, True), 0),
+            "added": count.get((False, True), 0),
+            "removed": count.get((True, False), 0),
+            "changed": {v: sum(int(r["count"]) for r in pairs if r["view"] == v) for v in views},
+            "by_pair": [{"view": r["view"], "old_class": r["old_class"], "new_class": r["new_class"], "count": int(r["count"])}
+                        for r in pairs],
+        }
+        return changes, summary
+    finally:
+        joined.unpersist()
