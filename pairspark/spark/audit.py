@@ -5,11 +5,15 @@ Audit score, per item (documented in README.md, "Audit"):
   [0, 1] (from 1,000 approximate quantiles: margins of different methods and views have different
   scales, ranks do not);
   * label_contradicted_by_both_views: the two views agree with each other, not with the label:
-    score = 1 + min(confidence of the two views)   (always ranked above the kinds below)
-  * label_matches_neither_view: the views disagree and neither matches the label:
-    score = min(confidences)
-  * views_disagree: the views disagree (one may match the label): score = min(confidences)
+    raw = 1 + min(confidence of the two views)   (so these rank above the kinds below)
+  * label_matches_neither_view: the views disagree and neither matches the label: raw = min(confidences)
+  * views_disagree: the views disagree (one may match the label): raw = min(confidences)
   * label_contradicted_by_view (one view only): score = its confidence
+With two views, score = raw * (1 - share), share = the fraction of the items with the same key
+(the label; without one, the first view's class) that get the same pair of answers. A confusion
+most of a class shares (every "jean" called "trousers") is the model's or the taxonomy's, not one
+item's annotation error; a rare one is a likely label error (the idea behind confident
+learning's per-class noise rates).
 Items with no such conflict are not listed. Ties: item_id ascending.
 """
 
@@ -62,6 +66,15 @@ def audit_predictions(predictions: DataFrame, views: list[str], label_col: str |
     else:
         kind = F.when(has_label & (cls[0] != label), KINDS[3])
         score = F.when(kind.isNotNull(), conf[0])
+    if len(views) == 2:
+        # Systematic confusions are discounted: share = the fraction of the items with the same
+        # key (the label, or the first view's class without one) that show the same pair of answers.
+        key = F.coalesce(label, cls[0]) if label_col else cls[0]
+        df = df.withColumn("_key", key)
+        pattern = df.groupBy("_key", *[f"{v}_class" for v in views]).count().withColumnRenamed("count", "_pattern")
+        per_key = df.groupBy("_key").count().withColumnRenamed("count", "_key_count")
+        df = df.join(pattern, ["_key", *[f"{v}_class" for v in views]], "left").join(per_key, "_key", "left")
+        score = score * (1.0 - F.col("_pattern") / F.col("_key_count"))
     columns = [ITEM_ID, kind.alias("kind"), score.alias("score")]
     if label_col:
         columns.append(F.col(label_col))

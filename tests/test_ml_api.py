@@ -1,0 +1,104 @@
+"""The pyspark.ml API (Estimator, Model, save/load, inside a Pipeline) and the README's example."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.feature import SQLTransformer
+
+from pairspark import PairwiseTournamentClassifier, PairwiseTournamentModel
+from tests.conftest import shared_set
+from tests.synthetic import make_catalog, write_bad_catalog, write_catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(spark, tmp_path_factory):
+    items, classes, _ = make_catalog(300, 8, 4, seed=21, noise=1.2)
+    items_path, classes_path = write_catalog(tmp_path_factory.mktemp("api"), items, classes)
+    return spark.read.parquet(items_path), classes_path
+
+
+def _sorted(df):
+    return df.toPandas().sort_values("item_id").reset_index(drop=True)
+
+
+def test_fit_transform_adds_every_method_column_and_keeps_the_input(data):
+    items, classes_path = data
+    clf = PairwiseTournamentClassifier(classesPath=classes_path, views="image=image_embedding,text=text_embedding",
+                                       methods="base,pairwise,gnb,cotrain", seed=3, minMargin="20%")
+    model = clf.fit(items)
+    assert isinstance(model, PairwiseTournamentModel) and model.primary_method() == "cotrain"
+    assert model.getOrDefault(model.seed) == 3 and model.getOrDefault(model.minMargin) == "20%"
+    out = model.transform(items)
+    for column in items.columns:
+        assert column in out.columns
+    for view in ("image", "text"):
+        for suffix in ("base", "pairwise", "gnb", "cotrain", "class", "base_cosine", "margin"):
+            assert f"{view}_{suffix}" in out.columns
+    pdf = _sorted(out)
+    assert len(pdf) == items.count() and pdf["reason"].isna().all()
+    assert (pdf["image_class"] == pdf["image_cotrain"]).all()
+
+
+def test_model_save_load_round_trips_params_and_answers(data, tmp_path):
+    items, classes_path = data
+    model = PairwiseTournamentClassifier(classesPath=classes_path, views="image=image_embedding,text=text_embedding",
+                                         methods="base,pairwise,cotrain").fit(items)
+    model.write().overwrite().save(str(tmp_path / "m"))
+    loaded = PairwiseTournamentModel.load(str(tmp_path / "m"))
+    assert loaded.uid == model.uid and loaded.getOrDefault(loaded.methods) == "base,pairwise,cotrain"
+    pd.testing.assert_frame_equal(_sorted(model.transform(items)), _sorted(loaded.transform(items)))
+
+
+def test_inside_a_pipeline_with_save_and_load_of_the_fitted_pipeline(data, tmp_path):
+    items, classes_path = data
+    pipeline = Pipeline(stages=[
+        SQLTransformer(statement="SELECT * FROM __THIS__ WHERE item_id IS NOT NULL"),
+        PairwiseTournamentClassifier(classesPath=classes_path, views="image=image_embedding,text=text_embedding"),
+    ])
+    pipeline.write().overwrite().save(str(tmp_path / "pipeline"))
+    fitted = Pipeline.load(str(tmp_path / "pipeline")).fit(items)
+    fitted.write().overwrite().save(str(tmp_path / "fitted"))
+    reloaded = PipelineModel.load(str(tmp_path / "fitted"))
+    assert isinstance(reloaded.stages[1], PairwiseTournamentModel)
+    a, b = _sorted(fitted.transform(items)), _sorted(reloaded.transform(items))
+    pd.testing.assert_frame_equal(a, b)
+    assert {"image_cotrain", "text_pairwise", "image_class"} <= set(a.columns)  # auto: base, pairwise, cotrain
+
+
+def test_invalid_rows_come_back_with_a_reason_and_no_answer(spark, tmp_path):
+    items_path, classes_path = write_bad_catalog(tmp_path / "bad")
+    items = spark.read.parquet(items_path)
+    model = PairwiseTournamentClassifier(classesPath=classes_path, views="image=image_embedding,text=text_embedding",
+                                         methods="base,pairwise", minMargin="0").fit(items)
+    pdf = model.transform(items).toPandas()
+    assert len(pdf) == items.count()
+    bad = pdf[pdf["reason"].notna()]
+    assert len(bad) == len(pdf) - 2 and bad["image_class"].isna().all()
+    assert set(pdf.loc[pdf["reason"].isna(), "item_id"]) == {"ok-1", "ok-2"}
+
+
+def test_unknown_params_are_refused(data):
+    from pairspark.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown param 'ratio'"):
+        PairwiseTournamentClassifier(ratio=1.3)
+
+
+def test_the_readme_python_example_runs(spark, monkeypatch, tmp_path):
+    shared_set("fashion_clip")
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1, "README.md should hold exactly one python example"
+    monkeypatch.chdir(ROOT)
+    code = blocks[0].replace('"runs/api-model"', repr(str(tmp_path / "api-model")))
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert np.isfinite(scope["accuracy"]) and scope["accuracy"] > 0.85

@@ -1,0 +1,113 @@
+"""report.html (rendered in a real headless Chromium), the audit ranking and the nightly diff."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pairspark import pipeline
+from pairspark.config import View, load_settings
+from tests.synthetic import make_catalog, write_catalog
+
+VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def run_dir(spark, tmp_path_factory):
+    items, classes, truth = make_catalog(400, 8, 4, seed=5, noise=1.4)
+    # three planted annotation errors: items both views place right with the widest margins
+    # (numpy cosines) get another class's label
+    margins = []
+    for view in ("image_embedding", "text_embedding"):
+        x = items[view] / np.linalg.norm(items[view], axis=1, keepdims=True)
+        t = classes[view] / np.linalg.norm(classes[view], axis=1, keepdims=True)
+        cos = np.sort(x @ t.T, axis=1)
+        right = (x @ t.T).argmax(axis=1) == truth
+        margins.append(np.where(right, cos[:, -1] - cos[:, -2], -1.0))
+    planted = np.argsort(-np.minimum(*margins))[:3]
+    labels = list(items["label"])
+    for i in planted:
+        labels[i] = f"c{(truth[i] + 1) % 4:02d}"
+    items["label"] = labels
+    items["title"] = [f"title {i}" for i in range(400)]
+    folder = tmp_path_factory.mktemp("report")
+    items_path, classes_path = write_catalog(folder / "data", items, classes)
+    out = folder / "run"
+    pipeline.run(spark, items_path, classes_path, VIEWS, str(out), load_settings(), label_col="label", show_cols=["title"])
+    return folder, items_path, classes_path, [f"item-{i:06d}" for i in planted]
+
+
+def test_the_report_is_self_contained_and_its_figures_load_in_headless_chromium(run_dir, tmp_path):
+    folder, _, _, _ = run_dir
+    page = (folder / "run" / "report" / "report.html").read_text()
+    assert "<h2>Summary</h2>" in page and "Top suspected annotation errors" in page
+    assert not re.search(r"""src=['"](?!data:)""", page), "every figure is embedded"
+    figures = len(re.findall(r"<img ", page))
+    assert figures == 1 + 2 + 2  # image vs text, each view vs label, class sizes per view
+    if CHROMIUM is None:
+        pytest.skip("no chromium on this machine (scripts/test installs Debian's chromium when it can)")
+    # probe appended to a copy: after load, count the images the browser actually decoded
+    probe = ("<script>window.addEventListener('load', () => { const ok = [...document.images]"
+             ".filter(i => i.complete && i.naturalWidth > 0).length; document.body.setAttribute('data-loaded', ok); });</script>")
+    copy = tmp_path / "report.html"
+    copy.write_text(page.replace("</body>", probe + "</body>"))
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", copy.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    assert f'data-loaded="{figures}"' in dom, dom[:500]
+
+
+def test_metrics_json_carries_class_counts_and_suspects_show_item_columns(run_dir):
+    folder, _, _, planted = run_dir
+    metrics = json.loads((folder / "run" / "report" / "metrics.json").read_text())
+    for view in ("image", "text"):
+        for method in metrics["methods"]:
+            assert sum(metrics["class_counts"][view][method].values()) == metrics["counts"]["items"]
+    page = (folder / "run" / "report" / "report.html").read_text()
+    assert f"title {int(planted[0][5:])}" in page  # a planted error, shown with its title
+
+
+def test_audit_ranks_planted_label_errors_first_and_writes_parquet_and_csv(spark, run_dir, tmp_path):
+    folder, items_path, _, planted = run_dir
+    summary = pipeline.audit(spark, str(folder / "run" / "predictions"), str(tmp_path / "audit"), show_cols=["title"])
+    flagged = pd.read_parquet(tmp_path / "audit" / "suspects")
+    csv = pd.read_csv(tmp_path / "audit" / "suspects.csv")
+    assert summary["flagged"] == len(flagged) == len(csv) and sum(summary["by_kind"].values()) == len(flagged)
+    assert list(csv["item_id"]) == list(flagged.sort_values(["score", "item_id"], ascending=[False, True])["item_id"])
+    top3 = set(csv["item_id"].head(3))
+    assert top3 == set(planted)
+    assert (csv["kind"].head(3) == "label_contradicted_by_both_views").all()
+    assert "title" in csv.columns and (tmp_path / "audit" / "_SUCCESS").exists()
+
+
+def test_diff_and_run_previous_list_the_changed_items(spark, run_dir, tmp_path):
+    folder, items_path, classes_path, _ = run_dir
+    # tomorrow: another seed and the pairwise primary -> some items change class
+    settings = load_settings(None, {"methods": "base,pairwise", "seed": 9})
+    out = tmp_path / "tomorrow"
+    report = pipeline.run(spark, items_path, classes_path, VIEWS, str(out), settings, label_col="label",
+                          previous=str(folder / "run" / "predictions"))
+    changes = pd.read_parquet(out / "changes" / "changes")
+    summary = json.loads((out / "changes" / "summary.json").read_text())
+    old = pd.read_parquet(folder / "run" / "predictions").set_index("item_id")
+    new = pd.read_parquet(out / "predictions").set_index("item_id")
+    for view in ("image", "text"):
+        differs = old[f"{view}_class"] != new.loc[old.index, f"{view}_class"]
+        assert summary["changed"][view] == int(differs.sum()) == int((changes["view"] == view).sum())
+        mine = changes[changes["view"] == view].set_index("item_id")
+        assert (mine["old_class"] == old.loc[mine.index, f"{view}_class"]).all()
+        assert (mine["new_class"] == new.loc[mine.index, f"{view}_class"]).all()
+    assert summary["compared"] == 400 and summary["added"] == summary["removed"] == 0
+    assert sum(p["count"] for p in summary["by_pair"]) == len(changes) > 0
+    assert report["changes"]["compared"] == 400
+    assert "Changes since the previous run" in (out / "report" / "report.html").read_text()
