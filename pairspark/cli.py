@@ -32,6 +32,7 @@ def _settings_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--on-invalid", choices=["quarantine", "error"], help="bad item rows: quarantine (default) or stop")
     group.add_argument("--output-files", type=int, help="number of prediction files (4)")
     group.add_argument("--candidates", type=int, help="pairwise bracket over each item's top-K base classes (0 = all)")
+    group.add_argument("--binary", help="evaluate: also score GROUP=class1,class2[;GROUP2=...] vs the rest, per method")
     group.add_argument("--verbose", action="store_true", help="full tracebacks and Spark INFO logs")
 
 
@@ -79,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     show_cols_arg(p)
     _settings_options(p)
 
+    p = sub.add_parser("embed", help="add <col>_embedding vectors for text columns (needs pairspark[embed])")
+    p.add_argument("--items", required=True)
+    p.add_argument("--text-col", required=True, help="COL[,COL...]: text columns to embed")
+    p.add_argument("--out", required=True, help="the items with the new columns (Parquet)")
+    p.add_argument("--model", default="minilm", help="encoder (minilm: all-MiniLM-L6-v2, offline)")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (64)")
+    _settings_options(p)
+
+    p = sub.add_parser("embed-classes", help="a classes table from class names (needs pairspark[embed])")
+    p.add_argument("--names", required=True, help="a file with one class name per line, or a comma list")
+    p.add_argument("--views", required=True, help="NAME[,NAME]: the classes table's vector columns")
+    p.add_argument("--prompt", default="{}", help='prompt template, e.g. "a photo of {}" ({})')
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="minilm")
+    _settings_options(p)
+
     p = sub.add_parser("diff", help="items whose class changed between two prediction runs, into DIR")
     p.add_argument("--old", required=True, help="the previous PRED_DIR")
     p.add_argument("--new", required=True, help="the new PRED_DIR")
@@ -103,7 +120,7 @@ METHODS_HELP = (f"comma list of {','.join(METHODS)}, or auto (default: base,pair
 
 _SETTING_FLAGS = (
     "ratio_threshold", "min_dims", "max_dims", "min_class_count", "min_cosine", "min_margin",
-    "seed", "partitions", "arrow_batch_size", "master", "methods", "on_invalid", "output_files", "candidates",
+    "seed", "partitions", "arrow_batch_size", "master", "methods", "on_invalid", "output_files", "candidates", "binary",
 )
 
 
@@ -122,23 +139,43 @@ def execute(args: argparse.Namespace, spark, settings: Settings) -> dict:
         return pipeline.classify(spark, args.items, args.model, args.out, settings, args.label_col, args.quarantine)
     show_cols = [c.strip() for c in (getattr(args, "show_cols", None) or "").split(",") if c.strip()]
     if args.command == "evaluate":
-        return pipeline.evaluate(spark, args.predictions, args.out, args.label_col, args.changes, show_cols)
+        return pipeline.evaluate(spark, args.predictions, args.out, args.label_col, args.changes, show_cols, settings.binary)
     if args.command == "audit":
         return pipeline.audit(spark, args.predictions, args.out, args.label_col, args.items, show_cols, args.csv_rows)
     if args.command == "diff":
         return pipeline.diff(spark, args.old, args.new, args.out)
+    if args.command == "embed":
+        return pipeline.embed(spark, args.items, [c.strip() for c in args.text_col.split(",") if c.strip()], args.out,
+                              args.model, args.batch_size, settings.partitions)
+    if args.command == "embed-classes":
+        return pipeline.embed_classes(spark, class_names_arg(args.names), [v.strip() for v in args.views.split(",") if v.strip()],
+                                      args.out, args.prompt, args.model)
     return pipeline.run(spark, args.items, args.classes, parse_views(args.views), args.out, settings, args.label_col,
                         args.previous, show_cols)
 
 
+def class_names_arg(value: str) -> list[str]:
+    """A file with one name per line, or a comma-separated list."""
+    from pathlib import Path
+
+    path = Path(value)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
 def summary(command: str, result: dict) -> str:
-    if command in ("audit", "diff"):
+    if command in ("audit", "diff", "embed", "embed-classes"):
         return json.dumps({k: v for k, v in result.items() if k != "by_pair"}, indent=1)
     if command in ("evaluate", "run"):
         lines = [f"items: {result['counts'].get('items')}  quarantined: {result['counts'].get('quarantined', 0)}"]
         for method, m in result.get("agreement", {}).items():
             if isinstance(m, dict):
                 lines.append(f"agreement {method:9s} weighted_f1={m['weighted_f1']:.4f} macro_f1={m['macro_f1']:.4f}")
+        for group, by_method in result.get("binary", {}).items():
+            for method, m in by_method.items():
+                if isinstance(m, dict) and "weighted_f1" in m:
+                    lines.append(f"binary {group}.{method:9s} agreement weighted_f1={m['weighted_f1']:.4f}")
         for view, by_method in result.get("vs_label", {}).items():
             for method, m in by_method.items():
                 lines.append(f"vs_label {view}.{method:9s} accuracy={m['accuracy']:.4f} weighted_f1={m['weighted_f1']:.4f}")

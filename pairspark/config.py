@@ -35,6 +35,20 @@ def parse_views(spec: str) -> list[View]:
     return views
 
 
+def parse_binary(spec: str | None) -> dict[str, list[str]]:
+    """'clothing=shirt,jean;footwear=shoe,sandal' -> {'clothing': ['shirt', 'jean'], ...}."""
+    groups: dict[str, list[str]] = {}
+    for part in [p.strip() for p in (spec or "").split(";") if p.strip()]:
+        name, _, classes = part.partition("=")
+        members = [c.strip() for c in classes.split(",") if c.strip()]
+        if not name.strip() or not members:
+            raise UsageError(f"binary groups look like NAME=class1,class2[;NAME2=...], got {spec!r}")
+        if name.strip() in groups:
+            raise UsageError(f"binary group {name.strip()!r} given twice")
+        groups[name.strip()] = members
+    return groups
+
+
 def format_views(views: list[View]) -> str:
     return ",".join(f"{v.name}={v.column}" for v in views)
 
@@ -81,6 +95,7 @@ class Settings:
     on_invalid: str = "quarantine"
     output_files: int = 4
     candidates: int = 0
+    binary: str | None = None  # "GROUP=class,class[;GROUP2=...]": also score "in the group vs not"
 
     @property
     def confident_share(self) -> float:
@@ -114,6 +129,9 @@ def _coerce(name: str, value: Any) -> Any:
         if unknown or not methods:
             raise UsageError(f"methods must be auto or a subset of {','.join(METHODS)}, got {value!r}")
         return methods
+    if name == "binary":
+        parse_binary(value)
+        return str(value)
     if name == "on_invalid":
         if value not in ("quarantine", "error"):
             raise UsageError(f"on_invalid must be quarantine or error, got {value!r}")

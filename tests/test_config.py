@@ -12,7 +12,7 @@ DEFAULT_TOML = Path(__file__).resolve().parents[1] / "conf" / "default.toml"
 def test_conf_default_toml_matches_the_dataclass_defaults():
     assert load_settings(DEFAULT_TOML) == Settings()
     listed = set(tomllib.loads(DEFAULT_TOML.read_text())["pairspark"])
-    assert listed == set(Settings.__dataclass_fields__) - {"max_dims", "partitions"}
+    assert listed == set(Settings.__dataclass_fields__) - {"max_dims", "partitions", "binary"}
 
 
 def test_flags_win_over_the_file(tmp_path):

@@ -111,3 +111,34 @@ def test_diff_and_run_previous_list_the_changed_items(spark, run_dir, tmp_path):
     assert sum(p["count"] for p in summary["by_pair"]) == len(changes) > 0
     assert report["changes"]["compared"] == 400
     assert "Changes since the previous run" in (out / "report" / "report.html").read_text()
+
+
+def _weighted_f1(reference: pd.Series, predicted: pd.Series) -> float:
+    total = 0.0
+    for c in set(reference) | set(predicted):
+        tp = ((reference == c) & (predicted == c)).sum()
+        precision = tp / max((predicted == c).sum(), 1)
+        recall = tp / max((reference == c).sum(), 1)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        total += f1 * (reference == c).sum()
+    return total / len(reference)
+
+
+def test_binary_groups_collapse_every_method_and_view(spark, run_dir, tmp_path):
+    folder, _, _, _ = run_dir
+    report = pipeline.evaluate(spark, str(folder / "run" / "predictions"), str(tmp_path / "rep"), binary="low=c00,c01;top=c03")
+    pred = pd.read_parquet(folder / "run" / "predictions")
+    for group, members in (("low", ["c00", "c01"]), ("top", ["c03"])):
+        def collapse(s):
+            return s.map(lambda c: group if c in members else f"not_{group}")
+        for method in report["methods"]:
+            got = report["binary"][group][method]
+            assert got["weighted_f1"] == pytest.approx(_weighted_f1(collapse(pred[f"text_{method}"]), collapse(pred[f"image_{method}"])), abs=1e-12)
+            for view in ("image", "text"):
+                want = _weighted_f1(collapse(pred["label"]), collapse(pred[f"{view}_{method}"]))
+                assert got["vs_label"][view]["weighted_f1"] == pytest.approx(want, abs=1e-12)
+    assert "Binary groups" in (tmp_path / "rep" / "report.html").read_text()
+    from pairspark.errors import UsageError
+
+    with pytest.raises(UsageError, match="not in the class table"):
+        pipeline.evaluate(spark, str(folder / "run" / "predictions"), str(tmp_path / "rep2"), binary="x=nope")

@@ -42,8 +42,10 @@ def evaluate_predictions(
     methods: list[str],
     classes: list[str],
     label_col: str | None = None,
+    binary: dict[str, list[str]] | None = None,
 ) -> dict:
-    """metrics.json content: counts, agreement (second view is the reference), and vs_label."""
+    """metrics.json content: counts, agreement (second view is the reference), vs_label, class
+    counts, and per binary group (classes in the group vs the rest) the same collapsed."""
     predictions = predictions.cache()
     try:
         report: dict = {"counts": {"items": predictions.count()}, "views": view_names, "methods": methods}
@@ -70,7 +72,34 @@ def evaluate_predictions(
             report["vs_label"] = {
                 v: {m: _scored(predictions, label_col, f"{v}_{m}", classes) for m in methods} for v in view_names
             }
+        if binary:
+            report["binary"] = {group: _binary(predictions, group, members, view_names, methods, label_col, classes)
+                                for group, members in binary.items()}
         return report
     finally:
         predictions.unpersist()
 
+
+
+def _binary(df: DataFrame, group: str, members: list[str], view_names: list[str], methods: list[str],
+            label_col: str | None, classes: list[str]) -> dict:
+    """Every answer collapsed to GROUP or not_GROUP, then scored like the classes (METHOD.md step 7)."""
+    unknown = [m for m in members if m not in classes]
+    if unknown:
+        raise UsageError(f"binary group {group}: {', '.join(unknown)} not in the class table")
+    inside, outside = group, f"not_{group}"
+
+    def collapse(column: str):
+        return F.when(F.col(column).isNull(), F.lit(None)).when(F.col(column).isin(members), inside).otherwise(outside)
+
+    columns = [f"{v}_{m}" for v in view_names for m in methods] + ([label_col] if label_col else [])
+    collapsed = df.select(*[collapse(c).alias(c) for c in columns])
+    out: dict = {"classes": list(members)}
+    for method in methods:
+        entry = {}
+        if len(view_names) == 2:
+            entry = _scored(collapsed, f"{view_names[1]}_{method}", f"{view_names[0]}_{method}", [inside, outside])
+        if label_col:
+            entry["vs_label"] = {v: _scored(collapsed, label_col, f"{v}_{method}", [inside, outside]) for v in view_names}
+        out[method] = entry
+    return out
