@@ -72,23 +72,43 @@ def _match_bits(x_row, t_a, t_b, coef_a, coef_b, words, debruijn_index):
 
 
 @numba.njit(cache=_CACHE, nogil=True)
+def _entrants(candidates, i, n_classes, out):
+    """Fill out[:width] with item i's classes (every class when candidates has 0 columns)."""
+    if candidates.shape[1] == 0:
+        for c in range(n_classes):
+            out[c] = c
+        return n_classes
+    for c in range(candidates.shape[1]):
+        out[c] = candidates[i, c]
+    return candidates.shape[1]
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def _winner(x_row, class_vectors, a, b, indptr, dims, bits, coefficients, debruijn_index):
+    """The winner of the match a vs b (either order) on the pair's mask: the lower class index
+    on a tie. bits has 0 rows when the masks are in CSR form."""
+    if a > b:
+        a, b = b, a
+    n_classes = class_vectors.shape[0]
+    p = a * (2 * n_classes - a - 1) // 2 + (b - a - 1)
+    if bits.shape[0] > 0:
+        score = _match_bits(x_row, class_vectors[a], class_vectors[b], coefficients[p, 0], coefficients[p, 1],
+                            bits[p], debruijn_index)
+    else:
+        score = _match(x_row, class_vectors[a], class_vectors[b], coefficients[p, 0], coefficients[p, 1],
+                       dims[indptr[p] : indptr[p + 1]])
+    return a if score >= 0.0 else b
+
+
+@numba.njit(cache=_CACHE, nogil=True)
 def _tournament(x, class_vectors, indptr, dims, bits, coefficients, item_keys, candidates, debruijn_index):
-    use_bits = bits.shape[0] > 0
     n = x.shape[0]
     n_classes = class_vectors.shape[0]
-    all_classes = candidates.shape[1] == 0
     winners = np.empty(n, dtype=np.int32)
     survivors = np.empty(n_classes, dtype=np.int64)
     for i in range(n):
         key = item_keys[i]
-        if all_classes:
-            width = n_classes
-            for c in range(n_classes):
-                survivors[c] = c
-        else:
-            width = candidates.shape[1]
-            for c in range(width):
-                survivors[c] = candidates[i, c]
+        width = _entrants(candidates, i, n_classes, survivors)
         round_index = 0
         while width > 1:
             round_base = np.uint64(round_index) * np.uint64(1 << 32)
@@ -102,16 +122,7 @@ def _tournament(x, class_vectors, indptr, dims, bits, coefficients, item_keys, c
             for m in range(half):
                 a = survivors[2 * m]
                 b = survivors[2 * m + 1]
-                if a > b:
-                    a, b = b, a
-                p = a * (2 * n_classes - a - 1) // 2 + (b - a - 1)
-                if use_bits:
-                    score = _match_bits(x[i], class_vectors[a], class_vectors[b], coefficients[p, 0],
-                                        coefficients[p, 1], bits[p], debruijn_index)
-                else:
-                    score = _match(x[i], class_vectors[a], class_vectors[b], coefficients[p, 0],
-                                   coefficients[p, 1], dims[indptr[p] : indptr[p + 1]])
-                survivors[m] = a if score >= 0.0 else b
+                survivors[m] = _winner(x[i], class_vectors, a, b, indptr, dims, bits, coefficients, debruijn_index)
             if width % 2 == 1:
                 survivors[half] = survivors[width - 1]
             width = half + width % 2
@@ -155,41 +166,20 @@ def class_moments(x, labels, n_classes):
 
 @numba.njit(cache=_CACHE, nogil=True)
 def _round_robin(x, class_vectors, indptr, dims, bits, coefficients, candidates, cosines, debruijn_index):
-    use_bits = bits.shape[0] > 0
     n = x.shape[0]
     n_classes = class_vectors.shape[0]
-    all_classes = candidates.shape[1] == 0
     winners = np.empty(n, dtype=np.int32)
     entrants = np.empty(n_classes, dtype=np.int64)
     wins = np.zeros(n_classes, dtype=np.int64)
     for i in range(n):
-        if all_classes:
-            width = n_classes
-            for c in range(n_classes):
-                entrants[c] = c
-        else:
-            width = candidates.shape[1]
-            for c in range(width):
-                entrants[c] = candidates[i, c]
+        width = _entrants(candidates, i, n_classes, entrants)
         for u in range(width):
             wins[entrants[u]] = 0
         for u in range(width):
             for v in range(u + 1, width):
                 a = entrants[u]
                 b = entrants[v]
-                if a > b:
-                    a, b = b, a
-                p = a * (2 * n_classes - a - 1) // 2 + (b - a - 1)
-                if use_bits:
-                    score = _match_bits(x[i], class_vectors[a], class_vectors[b], coefficients[p, 0],
-                                        coefficients[p, 1], bits[p], debruijn_index)
-                else:
-                    score = _match(x[i], class_vectors[a], class_vectors[b], coefficients[p, 0],
-                                   coefficients[p, 1], dims[indptr[p] : indptr[p + 1]])
-                if score >= 0.0:
-                    wins[a] += 1
-                else:
-                    wins[b] += 1
+                wins[_winner(x[i], class_vectors, a, b, indptr, dims, bits, coefficients, debruijn_index)] += 1
         best = entrants[0]
         for u in range(1, width):
             c = entrants[u]
