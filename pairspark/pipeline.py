@@ -60,13 +60,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _configure(spark: SparkSession, settings: Settings) -> None:
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.arrow_batch_size))
-
-
 def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[View], out: str, settings: Settings) -> dict:
     """MODEL_DIR from the items and classes tables, through PairwiseTournamentClassifier."""
-    _configure(spark, settings)
     with _stage("fit") as facts:
         items = read_parquet(spark, items_path, "items")
         estimator = PairwiseTournamentClassifier.from_settings(settings, classes_path, views, source=items_path)
@@ -97,7 +92,6 @@ def classify(
     """Predictions for every valid item into `out`; invalid rows, with a reason, into
     `quarantine_out` (default OUT.quarantine), published first so the predictions' counts refer to it."""
     quarantine_out = quarantine_out or f"{out.rstrip('/')}.quarantine"
-    _configure(spark, settings)
     with _stage("classify") as facts:
         model = PairwiseTournamentModel.from_dir(spark, model_dir)
         # this run's settings win over the model's, except what only fit decides
