@@ -1,175 +1,202 @@
-"""One typed settings object, from conf/default.toml-style TOML plus command-line overrides."""
+"""The CLI's settings: the estimator's Params (params.py) plus the options only a CLI run has.
+
+Data flows one way: TOML file, then flags -> `Settings` -> the estimator's Params (pipeline.py
+sets them) and the run's own options. The modelling settings are declared once, as Params;
+the run options are declared once, here, with their help text and the commands that take them.
+"""
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import asdict, dataclass, fields, replace
+import math
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pairspark.core.masks import MaskSettings
 from pairspark.errors import UsageError
+from pairspark.params import SETTING_PARAMS, HasPairsparkParams, snake
+from pairspark.views import View, format_views, parse_views  # noqa: F401  (re-exported)
+
+ALL = ("fit", "classify", "evaluate", "audit", "diff", "run", "embed", "embed-classes")
+
+
+def _option(default: Any, help: str, commands: tuple[str, ...] = ALL, kind: type = str, choices: tuple[str, ...] = ()):
+    return field(default=default, metadata={"help": help, "commands": commands, "kind": kind, "choices": choices})
 
 
 @dataclass(frozen=True)
-class View:
-    """A view: its name (also the classes table's column) and the items' embedding column."""
+class RunOptions:
+    """What a CLI run decides beyond the model: where Spark runs and how outputs are written."""
 
-    name: str
-    column: str
+    master: str = _option("local[*]", "Spark master when not under spark-submit")
+    partitions: int | None = _option(None, "repartition the items into N partitions first",
+                                     ("fit", "classify", "run", "embed"), int)
+    arrow_batch_size: int = _option(10000, "rows per Arrow batch handed to the kernels (a setting of the "
+                                    "session the CLI builds)", ("fit", "classify", "run"), int)
+    on_invalid: str = _option("quarantine", "bad item rows: set aside with a reason, or stop the run (exit 3)",
+                              ("fit", "classify", "run"), str, ("quarantine", "error"))
+    output_files: int = _option(4, "prediction files; rows hashed by item_id and sorted within each file",
+                                ("classify", "run"), int)
+    items_format: str | None = _option(None, "format of --items when it is a path: parquet, or any format spark.read "
+                                       "knows (orc, json, csv...); --items may also be table:NAME",
+                                       ("fit", "classify", "run", "audit", "embed"))
+    classes_format: str | None = _option(None, "format of --classes when it is a path (as --items-format); "
+                                         "--classes may also be table:NAME", ("fit", "run"))
+    predictions_table: str | None = _option(None, "also publish the predictions as this metastore table "
+                                            "(readers see the last run's rows or this one's, never a mix)",
+                                            ("classify", "run"))
+    experiment: str | None = _option(None, "log to this MLflow experiment (tracking is also on when "
+                                     "MLFLOW_TRACKING_URI is set; needs pairspark[mlflow])", ("fit", "evaluate", "run"))
+    binary: str | None = _option(None, "also score GROUP=class1,class2[;GROUP2=...] against the rest, or "
+                                 "@FILE with one GROUP=class per line", ("evaluate", "run"))
 
-
-def parse_views(spec: str) -> list[View]:
-    """'image=image_embedding,text=text_embedding' (or bare 'col', meaning col=col)."""
-    views = []
-    for part in [p.strip() for p in spec.split(",") if p.strip()]:
-        name, _, column = part.partition("=")
-        name, column = name.strip(), (column.strip() or name.strip())
-        if not name.isidentifier():
-            raise UsageError(f"view name {name!r} must be a plain identifier (letters, digits, _)")
-        views.append(View(name, column))
-    if not 1 <= len(views) <= 2:
-        raise UsageError(f"--views needs one or two NAME=COL entries, got {spec!r}")
-    if len({v.name for v in views}) != len(views):
-        raise UsageError(f"--views names must differ, got {spec!r}")
-    return views
-
-
-def parse_binary(spec: str | None) -> dict[str, list[str]]:
-    """'clothing=shirt,jean;footwear=shoe,sandal' -> {'clothing': ['shirt', 'jean'], ...}."""
-    groups: dict[str, list[str]] = {}
-    for part in [p.strip() for p in (spec or "").split(";") if p.strip()]:
-        name, _, classes = part.partition("=")
-        members = [c.strip() for c in classes.split(",") if c.strip()]
-        if not name.strip() or not members:
-            raise UsageError(f"binary groups look like NAME=class1,class2[;NAME2=...], got {spec!r}")
-        if name.strip() in groups:
-            raise UsageError(f"binary group {name.strip()!r} given twice")
-        groups[name.strip()] = members
-    return groups
-
-
-def format_views(views: list[View]) -> str:
-    return ",".join(f"{v.name}={v.column}" for v in views)
+    def __post_init__(self) -> None:
+        for name in ("partitions", "arrow_batch_size", "output_files"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.on_invalid not in ("quarantine", "error"):
+            raise UsageError(f"on_invalid must be quarantine or error, got {self.on_invalid!r}")
+        if self.binary is not None:
+            parse_binary(self.binary)
 
 
-@dataclass(frozen=True)
-class MarginRule:
-    """min_margin: an absolute cosine margin, or a quantile of the view's margins ('30%')."""
-
-    value: float
-    is_quantile: bool = False
-
-    @classmethod
-    def parse(cls, raw: Any) -> MarginRule:
-        if isinstance(raw, MarginRule):
-            return raw
-        text = str(raw).strip()
-        try:
-            if text.endswith("%"):
-                q = float(text[:-1]) / 100.0
-                if not 0.0 <= q < 1.0:
-                    raise ValueError
-                return cls(q, True)
-            return cls(float(text), False)
-        except ValueError:
-            raise UsageError(f"min_margin must be a number or a percentage in [0%, 100%), got {raw!r}") from None
-
-    def __str__(self) -> str:
-        return f"{self.value * 100:g}%" if self.is_quantile else f"{self.value:g}"
+RUN_OPTIONS = {f.name: f for f in fields(RunOptions)}
 
 
 @dataclass(frozen=True)
 class Settings:
-    ratio_threshold: float = 1.2
-    min_dims: int = 8
-    max_dims: int | None = None
-    min_class_count: int = 2
-    min_cosine: float = -1.0
-    min_margin: MarginRule = MarginRule(0.3, True)
-    seed: int = 0
-    partitions: int | None = None
-    master: str = "local[*]"
-    arrow_batch_size: int = 10000
-    methods: tuple[str, ...] = ()  # () = "auto": core.model.default_methods, or the model's
-    on_invalid: str = "quarantine"
-    output_files: int = 4
-    candidates: int = 0
-    binary: str | None = None  # "GROUP=class,class[;GROUP2=...]": also score "in the group vs not"
+    """A CLI run's settings: Params (camelCase name -> validated value, only those given), run
+    options, and the Spark conf of the session the CLI builds (TOML [spark] table, --conf)."""
 
-    @property
-    def confident_share(self) -> float:
-        """The share of least confident items set aside: min_margin's quantile, or 30% when
-        min_margin is absolute (cotrain's discriminant scores have no absolute scale)."""
-        return self.min_margin.value if self.min_margin.is_quantile else 0.3
+    params: dict[str, Any] = field(default_factory=dict)
+    options: RunOptions = field(default_factory=RunOptions)
+    spark_conf: dict[str, str] = field(default_factory=dict)
 
-    def mask_settings(self) -> MaskSettings:
-        return MaskSettings(self.ratio_threshold, self.min_dims, self.max_dims, self.min_class_count)
+    def __getattr__(self, name: str) -> Any:
+        # settings.seed, settings.partitions...: the option, or the Param's value or default
+        options = self.__dict__.get("options")
+        if options is not None and name in RUN_OPTIONS:
+            return getattr(options, name)
+        for param in SETTING_PARAMS:
+            if snake(param) == name:
+                return self.params.get(param, _defaults().getOrDefault(param))
+        raise AttributeError(name)
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["min_margin"] = str(self.min_margin)
-        out["methods"] = ",".join(self.methods) or "auto"
+        out = {snake(p): _defaults().getOrDefault(p) for p in SETTING_PARAMS}
+        out.update({snake(k): v for k, v in self.params.items()})
+        out.update({f.name: getattr(self.options, f.name) for f in fields(RunOptions)})
         return out
 
 
-def _coerce(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if name == "min_margin":
-        return MarginRule.parse(value)
-    if name == "methods":
-        if value == "auto":
-            return ()
-        items = value.split(",") if isinstance(value, str) else list(value)
-        methods = tuple(m.strip() for m in items if m.strip())
-        from pairspark.core.model import METHODS
+def _defaults() -> HasPairsparkParams:
+    return HasPairsparkParams()
 
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise UsageError(f"methods must be auto or a subset of {','.join(METHODS)}, got {value!r}")
-        return methods
-    if name == "binary":
-        parse_binary(value)
-        return str(value)
-    if name == "on_invalid":
-        if value not in ("quarantine", "error"):
-            raise UsageError(f"on_invalid must be quarantine or error, got {value!r}")
-        return value
-    if name in {"ratio_threshold", "min_cosine"}:
-        return float(value)
-    if name in {"min_dims", "max_dims", "min_class_count", "seed", "partitions", "arrow_batch_size", "output_files", "candidates"}:
-        if isinstance(value, bool) or int(value) != value:
+
+def _coerce_param(param: str, value: Any) -> Any:
+    holder = HasPairsparkParams()
+    try:
+        holder._set(**{param: value})
+    except TypeError as exc:
+        detail = str(exc).split(". ", 1)[-1]
+        raise UsageError(f"{snake(param)}: {detail}") from None
+    return holder.getOrDefault(param)
+
+
+def _coerce_option(name: str, value: Any) -> Any:
+    kind = RUN_OPTIONS[name].metadata["kind"]
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and (not math.isfinite(value) or value != int(value))):
             raise UsageError(f"{name} must be an integer, got {value!r}")
-        return int(value)
-    return value
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{name} must be an integer, got {value!r}") from None
+    return str(value)
 
 
-def load_settings(config_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Dataclass defaults, then the TOML file (table [pairspark] or top level), then overrides."""
-    known = {f.name for f in fields(Settings)}
+def parse_conf(pairs: list[str] | None) -> dict[str, str]:
+    """--conf KEY=VALUE entries."""
+    conf = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or key.strip() != key or " " in key:
+            raise UsageError(f"--conf takes KEY=VALUE (a Spark setting), got {pair!r}")
+        conf[key] = value
+    return conf
+
+
+def load_settings(config_path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                  conf: list[str] | None = None) -> Settings:
+    """Defaults, then the TOML file (table [pairspark] or top level; table [spark] for Spark
+    settings), then overrides (snake_case names; None means not given) and `conf` (KEY=VALUE)."""
+    known = {snake(p): p for p in SETTING_PARAMS}
     values: dict[str, Any] = {}
+    spark_conf: dict[str, str] = {}
     if config_path is not None:
         try:
             with open(config_path, "rb") as fh:
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise UsageError(f"cannot read config {config_path}: {exc}") from None
+        spark_table = data.pop("spark", {})
+        if not isinstance(spark_table, dict) or any(isinstance(v, dict) for v in spark_table.values()):
+            raise UsageError(f"{config_path}: [spark] holds Spark settings as key = value")
+        spark_conf.update({str(k): _conf_value(v) for k, v in spark_table.items()})
         data = data.get("pairspark", data)
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - set(known) - set(RUN_OPTIONS))
         if unknown:
             raise UsageError(f"unknown setting(s) in {config_path}: {', '.join(unknown)}")
         values.update(data)
     for key, value in (overrides or {}).items():
         if value is not None:
+            if key not in known and key not in RUN_OPTIONS:
+                raise UsageError(f"unknown setting {key!r}")
             values[key] = value
-    settings = replace(Settings(), **{k: _coerce(k, v) for k, v in values.items()})
-    if settings.min_dims < 1:
-        raise UsageError("min_dims must be >= 1")
-    if settings.output_files < 1 or settings.arrow_batch_size < 1 or (settings.partitions is not None and settings.partitions < 1):
-        raise UsageError("output_files, arrow_batch_size and partitions must be >= 1")
-    if settings.candidates < 0 or settings.candidates == 1:
-        raise UsageError("candidates must be 0 (every class) or >= 2")
-    if settings.max_dims is not None and settings.max_dims < settings.min_dims:
-        raise UsageError("max_dims must be >= min_dims")
-    return settings
+    params = {known[k]: _coerce_param(known[k], v) for k, v in values.items() if k in known}
+    options = replace(RunOptions(), **{k: _coerce_option(k, v) for k, v in values.items() if k in RUN_OPTIONS})
+    spark_conf.update(parse_conf(conf))
+    return Settings(params, options, spark_conf)
+
+
+def _conf_value(value: Any) -> str:
+    """TOML values as Spark conf strings (true -> "true", 4 -> "4")."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def parse_binary(spec: str | None) -> dict[str, list[str]]:
+    """Groups of classes scored "in the group vs not".
+
+    'clothing=shirt,jean;footwear=shoe,sandal', or '@FILE': one group per line, GROUP=CLASS (a
+    group on several lines gathers them), so class ids may hold ',', ';' or '=' after the first '='
+    ("Home Decor & Festive Needs", "T-shirts, Tops")."""
+    groups: dict[str, list[str]] = {}
+    spec = (spec or "").strip()
+    if spec.startswith("@"):
+        try:
+            lines = Path(spec[1:]).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read binary groups from {spec[1:]}: {exc.strerror}") from None
+        for number, line in enumerate(lines, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, member = line.partition("=")
+            if not sep or not name.strip() or not member.strip():
+                raise UsageError(f"{spec[1:]} line {number}: expected GROUP=CLASS, got {line!r}")
+            groups.setdefault(name.strip(), []).append(member.strip())
+        if not groups:
+            raise UsageError(f"{spec[1:]} holds no GROUP=CLASS line")
+        return groups
+    for part in [p.strip() for p in spec.split(";") if p.strip()]:
+        name, _, classes = part.partition("=")
+        members = [c.strip() for c in classes.split(",") if c.strip()]
+        if not name.strip() or not members:
+            raise UsageError(f"binary groups look like NAME=class1,class2[;NAME2=...] or @FILE, got {spec!r}")
+        if name.strip() in groups:
+            raise UsageError(f"binary group {name.strip()!r} given twice")
+        groups[name.strip()] = members
+    return groups

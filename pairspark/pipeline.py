@@ -19,17 +19,20 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pairspark import __version__
-from pairspark.config import Settings, View, parse_binary
-from pairspark.core.model import primary_method
+from pairspark import __version__, tracking
+from pairspark.config import Settings, parse_binary
+from pairspark.core.methods import primary_method
 from pairspark.errors import UsageError
 from pairspark.ml import PairwiseTournamentClassifier, PairwiseTournamentModel, stop_on_bad_rows
-from pairspark.spark.classify import ORIGINAL, prediction_fields
+from pairspark.params import CLASSIFY_PARAMS
+from pairspark.progress import progress
+from pairspark.spark.transform import answer_fields
+from pairspark.views import View, format_views
 from pairspark.report import SUSPECTS_SHOWN, render_report
 from pairspark.spark.audit import audit_predictions, diff_predictions, with_item_columns
 from pairspark.spark.evaluate import evaluate_predictions
-from pairspark.spark.io import ITEM_ID, REASON, read_parquet, require_columns
-from pairspark.spark.storage import FileSystem, atomic_output
+from pairspark.spark.io import ITEM_ID, REASON, TABLE_PREFIX, check_item_dims, read_parquet, read_source, require_columns
+from pairspark.spark.publish import FileSystem, atomic_output, output_lock, publish_table, recover, repoint
 
 log = logging.getLogger("pairspark")
 
@@ -37,12 +40,28 @@ PREDICTIONS_INFO = "_pairspark.json"  # '_' prefix: ignored by Spark, pandas and
 
 
 @contextmanager
-def _stage(name: str):
+def _stage(name: str, spark: SparkSession | None = None, total_items: int | None = None):
+    """Times the stage and logs one "done" line; given spark, logs progress on long Spark stages."""
     start = time.perf_counter()
     facts: dict = {}
-    yield facts
+    with progress(spark, name, total_items):
+        yield facts
+    seconds = time.perf_counter() - start
     details = " ".join(f"{k}={v}" for k, v in facts.items())
-    log.info("%s done in %.1fs %s", name, time.perf_counter() - start, details)
+    log.info("%s done in %.1fs %s", name, seconds, details)
+    if (tracker := tracking.active()) is not None:
+        tracker.stage_seconds(name, seconds)
+
+
+@contextmanager
+def _tracked(command: str, experiment: str | None, params: dict):
+    """An MLflow run around a command when tracking is on (MLFLOW_TRACKING_URI or an experiment;
+    pairspark/tracking.py), else nothing; a command inside another (run's fit) logs to the outer run."""
+    if not tracking.tracking_enabled(experiment):
+        yield None
+        return
+    with tracking.tracked(command, experiment, params) as tracker:
+        yield tracker
 
 
 def _versions() -> dict[str, str]:
@@ -62,22 +81,60 @@ def _now() -> str:
 
 def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[View], out: str, settings: Settings) -> dict:
     """MODEL_DIR from the items and classes tables, through PairwiseTournamentClassifier."""
-    with _stage("fit") as facts:
-        items = read_parquet(spark, items_path, "items")
-        estimator = PairwiseTournamentClassifier.from_settings(settings, classes_path, views, source=items_path)
+    params = {**settings.to_json(), "items": items_path, "classes": classes_path, "views": format_views(views), "out": out}
+    with _tracked("fit", settings.experiment, params) as tracker, _stage("fit", spark) as facts:
+        items = _items(spark, items_path, settings)
+        estimator = PairwiseTournamentClassifier(classesPath=classes_path, classesFormat=settings.classes_format,
+                                                 views=format_views(views), **settings.params)
+        if settings.on_invalid == "error":
+            _stop_on_invalid_items(spark, items, estimator, views, items_path)
         model = estimator.fit(items)
         fs = FileSystem(spark)
         model.meta = {
             "created_at": _now(),
             **model.meta,
-            "inputs": {"items": fs.qualify(items_path), "classes": fs.qualify(classes_path)},
+            "settings": settings.to_json(),
+            "inputs": {"items": source_ref(fs, items_path), "classes": source_ref(fs, classes_path)},
             "versions": _versions(),
         }
         with atomic_output(spark, out, {"counts": model.meta["counts"]}) as staging:
             model.write().save(staging)
+            fs.write_json(f"{staging}/meta.json", model.meta)  # a readable copy of the metadata's "pairspark" part
         confident = {v["name"]: v["confident_items"] for v in model.meta["views"]}
         facts.update(valid_items=model.meta["counts"]["valid_items"], confident=confident, out=out)
+        if tracker is not None:
+            tracker.json(model.meta, "model_meta.json")
+            uri = tracker.model(model)  # mlflow.spark format: mlflow.spark.load_model gives it back
+            tracker.client.set_tag(tracker.run_id, "pairspark.model_uri", uri)
     return model.meta
+
+
+def source_ref(fs: FileSystem, source: str) -> str:
+    """How outputs record an input: a table as table:NAME, a path fully qualified."""
+    return source if source.startswith(TABLE_PREFIX) else fs.qualify(source)
+
+
+def _items(spark: SparkSession, items_path: str, settings: Settings) -> DataFrame:
+    items = read_source(spark, items_path, "items", settings.items_format)
+    return items.repartition(settings.partitions) if settings.partitions else items
+
+
+def _stop_on_invalid_items(spark, items: DataFrame, estimator, views: list[View], where: str) -> None:
+    """--on-invalid error at fit: name the first three bad rows before any fitting."""
+    from pairspark.errors import InvalidRowsError
+    from pairspark.spark.io import check_item_dims, first_invalid, load_classes, vector_column
+    from pairspark.spark.transform import with_duplicate_flag
+
+    tables = load_classes(spark, estimator.getClassesPath(), views, estimator.classes_format())
+    dims = {n: t.dim for n, t in tables.items()}
+    require_columns(items, [ITEM_ID, *[v.column for v in views]], "items table")
+    check_item_dims(items, views, dims)
+    columns = [ITEM_ID, *dict.fromkeys(v.column for v in views)]
+    arrays = items.select(ITEM_ID, *[vector_column(items, c, "items").alias(c) for c in columns[1:]])
+    bad = first_invalid(with_duplicate_flag(arrays), views, dims)
+    if bad:
+        shown = ", ".join(f"item_id={item!r} ({reason})" for item, reason in bad)
+        raise InvalidRowsError(f"invalid item rows in {where}, first: {shown}; use --on-invalid quarantine to set them aside")
 
 
 def classify(
@@ -88,34 +145,50 @@ def classify(
     settings: Settings,
     label_col: str | None = None,
     quarantine_out: str | None = None,
+    publish_table: bool = True,
 ) -> dict:
     """Predictions for every valid item into `out`; invalid rows, with a reason, into
-    `quarantine_out` (default OUT.quarantine), published first so the predictions' counts refer to it."""
+    `quarantine_out` (default OUT.quarantine), published first so the predictions' counts refer to it;
+    then, with settings.predictions_table (and publish_table), the predictions as that table."""
     quarantine_out = quarantine_out or f"{out.rstrip('/')}.quarantine"
-    with _stage("classify") as facts:
-        model = PairwiseTournamentModel.from_dir(spark, model_dir)
-        # this run's settings win over the model's, except what only fit decides
-        model.apply_settings(settings)
-        items = read_parquet(spark, items_path, "items")
+    with _stage("classify", spark) as facts:
+        model = PairwiseTournamentModel.load(model_dir)
+        # this run's classify-time settings win over the model's (what fit decided stays)
+        model._set(**{p: v for p, v in settings.params.items() if p in CLASSIFY_PARAMS})
+        methods = model.run_methods
+        items = _items(spark, items_path, settings)
         if label_col:
             require_columns(items, [label_col], "items table")
-        methods = model.run_methods
-        # one pass: predictions for valid rows, reason and original columns for the rest
-        result = model.classified(items, label_col).persist(StorageLevel.MEMORY_AND_DISK)
+        views = [View(v.name, v.column) for v in model.view_models]
+        require_columns(items, [ITEM_ID, *[v.column for v in views]], "items table")
+        check_item_dims(items, views, {v.name: v.dim for v in model.view_models})
+        # one pass, persisted: predictions for the valid rows, the input row and its reason for the rest
+        result = model.transform(items).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            info = _publish_classified(spark, result, model.view_models, methods, settings, label_col, items_path,
-                                       model_dir, out, quarantine_out)
+            info = _publish_classified(spark, result, items.columns, model, settings, label_col, items_path, model_dir, out,
+                                       quarantine_out)
         finally:
             result.unpersist()
+        if settings.predictions_table and publish_table:
+            info["table"] = predictions_table(spark, out, settings.predictions_table)
         facts.update(**{k: v for k, v in info["counts"].items() if k != "quarantined_by_reason"}, out=out)
     return info
 
 
-def _publish_classified(spark, result, views, methods, settings, label_col, items_path, model_dir, out, quarantine_out) -> dict:
+def predictions_table(spark: SparkSession, predictions_dir: str, name: str) -> dict:
+    """Publish a predictions directory as the metastore table `name` (publish.publish_table)."""
+    published = publish_table(spark, read_parquet(spark, predictions_dir, "predictions"), name)
+    log.info("predictions published as table %s (version %s)", name, published["version"])
+    return published
+
+
+def _publish_classified(spark, result, input_columns, model, settings, label_col, items_path, model_dir, out,
+                        quarantine_out) -> dict:
     """Quarantine first, then predictions (whose counts refer to it), each published atomically."""
+    views, methods = model.view_models, model.run_methods
     if settings.on_invalid == "error":
         stop_on_bad_rows(result, items_path)
-    quarantine = result.where(F.col(REASON).isNotNull()).select(f"{ORIGINAL}.*", REASON)
+    quarantine = result.where(F.col(REASON).isNotNull()).select(*[F.col(f"`{c}`") for c in input_columns], REASON)
     marker: dict = {}
     with atomic_output(spark, quarantine_out, marker) as staging:
         quarantine.write.parquet(staging)
@@ -123,9 +196,10 @@ def _publish_classified(spark, result, views, methods, settings, label_col, item
         marker["counts"] = {"quarantined": sum(reasons.values()), "quarantined_by_reason": reasons}
     # Hash by item_id into a fixed number of files, sorted: the same bytes whatever the input
     # partitioning or row order (the tournament itself never depends on them).
-    columns = [f.name for f in prediction_fields(views, methods, label_col)]
+    answers = [f.name for f in answer_fields(views, methods) if f.name != REASON]
+    label = [F.col(label_col).cast("string").alias(label_col)] if label_col else []
     predictions = (
-        result.where(F.col(REASON).isNull()).select(*columns)
+        result.where(F.col(REASON).isNull()).select(F.col(ITEM_ID).cast("string").alias(ITEM_ID), *label, *answers)
         .repartition(settings.output_files, ITEM_ID).sortWithinPartitions(ITEM_ID)
     )
     marker = {}
@@ -139,10 +213,11 @@ def _publish_classified(spark, result, views, methods, settings, label_col, item
             "primary_method": primary_method(methods),
             "label_column": label_col,
             "class_ids": views[0].class_ids,
-            "seed": settings.seed,
-            "candidates": settings.candidates,
+            "seed": model.getSeed(),
+            "candidates": model.getCandidates(),
             "model": FileSystem(spark).qualify(model_dir),
-            "items": FileSystem(spark).qualify(items_path),
+            "items": source_ref(FileSystem(spark), items_path),
+            "items_format": settings.items_format,
             "quarantine": FileSystem(spark).qualify(quarantine_out),
             "counts": {
                 "items_in": classified + sum(reasons.values()),
@@ -158,10 +233,12 @@ def _publish_classified(spark, result, views, methods, settings, label_col, item
 
 
 def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str | None = None,
-             changes_dir: str | None = None, show_cols: list[str] | None = None, binary: str | None = None) -> dict:
+             changes_dir: str | None = None, show_cols: list[str] | None = None, binary: str | None = None,
+             experiment: str | None = None) -> dict:
     """REPORT_DIR/metrics.json and REPORT_DIR/report.html (with the top suspected annotation errors
     and, from `changes_dir` (a diff's output), what changed since the previous run)."""
-    with _stage("evaluate") as facts:
+    params = {"predictions": predictions_dir, "out": out, "label_col": label_col, "binary": binary}
+    with _tracked("evaluate", experiment, params) as tracker, _stage("evaluate", spark) as facts:
         fs = FileSystem(spark)
         info = _predictions_info(fs, predictions_dir)
         predictions = read_parquet(spark, predictions_dir, "predictions")
@@ -182,6 +259,10 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
             fs.write_json(f"{staging}/metrics.json", report)
             fs.write_text(f"{staging}/report.html", page)
         facts.update(items=report["counts"]["items"], out=out)
+        if tracker is not None:
+            tracker.metrics(tracking.report_metrics(report))
+            tracker.json(report, "report/metrics.json")
+            tracker.text(page, "report/report.html")
     return report
 
 
@@ -197,15 +278,15 @@ def _suspects(spark, predictions: DataFrame, info: dict, label_col: str | None, 
         return []
     audit = audit_predictions(predictions, info["views"], label_col).limit(SUSPECTS_SHOWN)
     if show_cols:
-        audit = with_item_columns(audit, read_parquet(spark, info["items"], "items"), show_cols)
+        audit = with_item_columns(audit, read_source(spark, info["items"], "items", info.get("items_format")), show_cols)
     return [row.asDict() for row in audit.collect()]
 
 
 def audit(spark: SparkSession, predictions_dir: str, out: str, label_col: str | None = None, items_path: str | None = None,
-          show_cols: list[str] | None = None, csv_rows: int = 10_000) -> dict:
+          show_cols: list[str] | None = None, csv_rows: int = 10_000, items_format: str | None = None) -> dict:
     """OUT/suspects (Parquet, every flagged item, best first), OUT/suspects.csv (the first
     `csv_rows`, for spreadsheets) and OUT/summary.json (counts per kind)."""
-    with _stage("audit") as facts:
+    with _stage("audit", spark) as facts:
         fs = FileSystem(spark)
         info = _predictions_info(fs, predictions_dir)
         label_col = label_col or info.get("label_column")
@@ -216,7 +297,8 @@ def audit(spark: SparkSession, predictions_dir: str, out: str, label_col: str | 
             require_columns(predictions, [label_col], "predictions")
         flagged = audit_predictions(predictions, info["views"], label_col)
         if show_cols:
-            items = read_parquet(spark, items_path or info["items"], "items")
+            items = (read_source(spark, items_path, "items", items_format) if items_path
+                     else read_source(spark, info["items"], "items", info.get("items_format")))
             require_columns(items, show_cols, "items table")
             flagged = with_item_columns(flagged, items, show_cols)
         flagged = flagged.persist(StorageLevel.MEMORY_AND_DISK)
@@ -237,20 +319,102 @@ def audit(spark: SparkSession, predictions_dir: str, out: str, label_col: str | 
 
 def diff(spark: SparkSession, old_dir: str, new_dir: str, out: str) -> dict:
     """OUT/changes (Parquet: item_id, view, old_class, new_class) and OUT/summary.json."""
-    with _stage("diff") as facts:
+    with _stage("diff", spark) as facts:
         fs = FileSystem(spark)
         old_info, new_info = _predictions_info(fs, old_dir), _predictions_info(fs, new_dir)
         views = [v for v in new_info["views"] if v in old_info["views"]]
         if not views:
             raise UsageError(f"{old_dir} and {new_dir} share no view")
-        changes, summary = diff_predictions(read_parquet(spark, old_dir, "old predictions"),
-                                            read_parquet(spark, new_dir, "new predictions"), views)
-        summary.update(old=fs.qualify(old_dir), new=fs.qualify(new_dir), created_at=_now())
-        with atomic_output(spark, out, {"counts": {"changed": summary["changed"]}}) as staging:
-            changes.coalesce(max(1, min(8, summary["compared"] // 1_000_000))).write.parquet(f"{staging}/changes")
-            fs.write_json(f"{staging}/summary.json", summary)
+        old_ids, new_ids = set(old_info.get("class_ids") or []), set(new_info.get("class_ids") or [])
+        if old_ids and new_ids and old_ids != new_ids:
+            def few(ids: set) -> str:
+                shown = sorted(ids)[:5]
+                return f"{len(ids)} ({', '.join(shown)}{', ...' if len(ids) > len(shown) else ''})" if ids else "0"
+
+            raise UsageError(f"{old_dir} and {new_dir} were classified with different class tables: classes only in the old "
+                             f"{few(old_ids - new_ids)}, only in the new {few(new_ids - old_ids)}; "
+                             "a diff compares predictions made with the same classes")
+        # the changes are lazy on a persisted join: write them before leaving the block
+        with diff_predictions(read_parquet(spark, old_dir, "old predictions"),
+                              read_parquet(spark, new_dir, "new predictions"), views) as (changes, summary):
+            summary.update(old=fs.qualify(old_dir), new=fs.qualify(new_dir), created_at=_now())
+            with atomic_output(spark, out, {"counts": {"changed": summary["changed"]}}) as staging:
+                changes.coalesce(max(1, min(8, summary["compared"] // 1_000_000))).write.parquet(f"{staging}/changes")
+                fs.write_json(f"{staging}/summary.json", summary)
         facts.update(compared=summary["compared"], changed=summary["changed"], out=out)
     return summary
+
+
+_RUN_OUTPUTS = ("model", "predictions", "quarantine", "changes", "report")
+
+
+def _check_run_paths(fs: FileSystem, items_path: str, classes_path: str, out: str) -> None:
+    """Refuse an OUT that is, or is inside, an input (or holds one: a run replaces OUT as a whole)."""
+    q_out = fs.qualify(out).rstrip("/")
+    for flag, path in (("--items", items_path), ("--classes", classes_path)):
+        if path.startswith(TABLE_PREFIX):
+            continue
+        q_in = fs.qualify(path.rstrip("/")).rstrip("/")
+        if q_out == q_in or q_out.startswith(q_in + "/"):
+            raise UsageError(f"--out {out} is {'the' if q_out == q_in else 'inside the'} {flag} path {path}; "
+                             "choose an output folder elsewhere")
+        if q_in.startswith(q_out + "/"):
+            raise UsageError(f"{flag} {path} is inside --out {out}, which a run replaces as a whole; "
+                             "choose another output folder")
+
+
+def _check_run_folder(fs: FileSystem, out: str) -> None:
+    """Refuse to replace an existing OUT that is not a run's output folder (a run replaces all of it)."""
+    if not fs.exists(out):
+        return
+    if not fs.is_dir(out):
+        raise UsageError(f"--out {out} is a file, not a folder")
+
+    def ours(name: str) -> bool:  # outputs, markers, Hadoop checksums, older runs' leftovers
+        return (name in (*_RUN_OUTPUTS, "_SUCCESS") or (name.startswith(".") and name.endswith(".crc"))
+                or any(name.startswith((f"{o}.staging-", f"{o}.old-")) for o in _RUN_OUTPUTS))
+
+    foreign = [n for n in fs.list_names(out) if not ours(n)]
+    if foreign:
+        raise UsageError(f"--out {out} holds more than a pairspark run ({', '.join(foreign[:5])}"
+                         f"{', ...' if len(foreign) > 5 else ''}) and a run replaces the whole folder; "
+                         "choose a new or empty folder")
+
+
+def _previous_predictions(fs: FileSystem, previous: str | None, out: str, views: list[View]) -> str | None:
+    """The predictions to diff against: `previous`, else OUT/predictions when the last run left some."""
+    own = f"{out}/predictions"
+    if previous:
+        previous = previous.rstrip("/")
+        if not fs.exists(f"{previous}/{PREDICTIONS_INFO}"):
+            if fs.qualify(previous) == fs.qualify(own):
+                log.warning("--previous %s does not exist yet (the first run into %s): no changes to report", previous, out)
+                return None
+            raise UsageError(f"--previous {previous} holds no pairspark predictions ({PREDICTIONS_INFO} missing)")
+        candidate = previous
+    elif fs.exists(f"{own}/{PREDICTIONS_INFO}"):
+        candidate = own
+    else:
+        return None
+    if not set(fs.read_json(f"{candidate}/{PREDICTIONS_INFO}").get("views", [])) & {v.name for v in views}:
+        if previous:
+            raise UsageError(f"--previous {previous} shares no view with this run ({', '.join(v.name for v in views)})")
+        log.warning("the last run's predictions in %s share no view with this run: no changes to report", candidate)
+        return None
+    log.info("changes are reported against %s", candidate)
+    return candidate
+
+
+def _repoint_outputs(fs: FileSystem, staging: str, out: str) -> None:
+    """Paths recorded by the stages (_pairspark.json's model and quarantine, summary.json's new,
+    metrics.json's predictions, the report page) name STAGING/...: make them name OUT/..."""
+    for output in fs.list_names(staging):
+        for name in fs.list_names(f"{staging}/{output}"):
+            if name.endswith((".json", ".html")):
+                path = f"{staging}/{output}/{name}"
+                text = fs.read_text(path)
+                if (fixed := repoint(text, staging, out)) != text:
+                    fs.write_text(path, fixed)
 
 
 def run(
@@ -264,31 +428,59 @@ def run(
     previous: str | None = None,
     show_cols: list[str] | None = None,
 ) -> dict:
-    """fit, classify, (diff against `previous` predictions,) evaluate into OUT/model, OUT/predictions,
-    OUT/quarantine, (OUT/changes,) OUT/report."""
+    """fit, classify, (diff against the previous predictions,) evaluate into OUT/model, OUT/predictions,
+    OUT/quarantine, (OUT/changes,) OUT/report, published together: readers see the last run's set
+    or this one's, never a mix. The previous predictions are `previous`, else OUT/predictions of the
+    last run there (`--previous OUT/predictions`, the nightly cron line, stays readable until the
+    new set replaces it). One run per OUT at a time (OUT.lock)."""
     out = out.rstrip("/")
-    fit(spark, items_path, classes_path, views, f"{out}/model", settings)
-    classify(spark, items_path, f"{out}/model", f"{out}/predictions", settings, label_col, f"{out}/quarantine")
-    changes = None
-    if previous:
-        fs = FileSystem(spark)
-        if fs.qualify(previous.rstrip("/")) == fs.qualify(f"{out}/predictions"):
-            raise UsageError("--previous must be another run's predictions (this run replaces OUT/predictions)")
-        changes = f"{out}/changes"
-        diff(spark, previous, f"{out}/predictions", changes)
-    return evaluate(spark, f"{out}/predictions", f"{out}/report", label_col, changes, show_cols, settings.binary)
+    fs = FileSystem(spark)
+    _check_run_paths(fs, items_path, classes_path, out)
+    # every argument checked before any work: the items' columns named by the options
+    named = [c for c in [label_col, *(show_cols or [])] if c]
+    if named:
+        require_columns(_items(spark, items_path, settings), named, "items table")
+    params = {**settings.to_json(), "items": items_path, "classes": classes_path, "views": format_views(views),
+              "out": out, "label_col": label_col, "previous": previous}
+    with _tracked("run", settings.experiment, params) as tracker, output_lock(fs, out) as lock:
+        recover(fs, out)
+        _check_run_folder(fs, out)
+        previous = _previous_predictions(fs, previous, out, views)
+        marker: dict = {}
+        # the whole run goes into one staging folder beside OUT, published as OUT in one swap
+        with atomic_output(fs, out, marker) as staging:
+            fit(spark, items_path, classes_path, views, f"{staging}/model", settings)
+            classify(spark, items_path, f"{staging}/model", f"{staging}/predictions", settings, label_col,
+                     f"{staging}/quarantine", publish_table=False)
+            changes = None
+            if previous:
+                changes = f"{staging}/changes"
+                diff(spark, previous, f"{staging}/predictions", changes)
+            report = evaluate(spark, f"{staging}/predictions", f"{staging}/report", label_col, changes, show_cols,
+                              settings.binary)
+            _repoint_outputs(fs, staging, out)
+            marker.update(created_at=_now(), outputs=[n for n in fs.list_names(staging) if n in _RUN_OUTPUTS],
+                          counts=report["counts"], previous=fs.qualify(previous) if previous else None)
+            lock.check()
+        report = repoint(report, staging, out)
+        if settings.predictions_table:  # from the published predictions, once they are OUT's
+            report["table"] = predictions_table(spark, f"{out}/predictions", settings.predictions_table)
+        if tracker is not None:  # the published report, its paths naming OUT
+            tracker.json(report, "report/metrics.json")
+            tracker.text(fs.read_text(f"{out}/report/report.html"), "report/report.html")
+    return report
 
 
 def embed(spark: SparkSession, items_path: str, text_cols: list[str], out: str, model: str = "minilm",
-          batch_size: int = 64, partitions: int | None = None) -> dict:
+          batch_size: int = 64, partitions: int | None = None, items_format: str | None = None) -> dict:
     """The items with one array<float> column `<col>_embedding` per text column (embed.py),
     written to `out` atomically; null/empty text gets a null vector (quarantined downstream)."""
     from pairspark.embed import ENCODERS, embed_series_udf
 
     if model not in ENCODERS:
         raise UsageError(f"unknown model {model!r}; available: {', '.join(ENCODERS)}")
-    with _stage("embed") as facts:
-        items = read_parquet(spark, items_path, "items")
+    with _stage("embed", spark) as facts:
+        items = read_source(spark, items_path, "items", items_format)
         require_columns(items, text_cols, "items table")
         clash = [f"{c}_embedding" for c in text_cols if f"{c}_embedding" in items.columns]
         if clash:
@@ -324,7 +516,7 @@ def embed_classes(spark: SparkSession, names: list[str], views: list[str], out: 
         raise UsageError("class names must be distinct and non-empty")
     if len(names) < 2:
         raise UsageError("at least 2 class names are needed")
-    with _stage("embed-classes") as facts:
+    with _stage("embed-classes", spark) as facts:
         vectors = encoder(model).encode([prompt.format(n) for n in names], batch_size)
         columns = {"class_id": pa.array(names, pa.string())}
         for view in views:

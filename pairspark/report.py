@@ -98,6 +98,22 @@ h2{border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:1.6em}
 """
 
 
+def _no_suspects(report: dict) -> str:
+    """What the audit compared when it flagged nothing, or why it could compare nothing."""
+    views, label = report["views"], report.get("label_column")
+    has_label = bool(label) and report["counts"].get("labelled", 1) > 0
+    no_label = f"the label column {label} has no labelled item" if label else "there is no label column"
+    if len(views) == 2:
+        if has_label:
+            return (f"None: the views {views[0]} and {views[1]} agree with each other on every item, and with the label "
+                    f"({label}) on every labelled item.")
+        return f"None: the views {views[0]} and {views[1]} agree with each other on every item; {no_label}, so no label was compared."
+    if has_label:
+        return f"None: {views[0]} matches the label ({label}) on every labelled item; no two views were compared with each other."
+    return (f"No comparison was possible: the predictions have {len(views)} view{'s' if len(views) > 1 else ''} "
+            f"({', '.join(views)}), not two to compare, and {no_label}; an audit needs two views or labels.")
+
+
 def render_report(report: dict, suspects: list[dict], class_counts: dict, changes: dict | None = None) -> str:
     """The page as a string. `report`: metrics.json content; `suspects`: audit rows (dicts);
     `class_counts`: {view: {method: {class: items}}}; `changes`: diff summary or None."""
@@ -174,7 +190,7 @@ def render_report(report: dict, suspects: list[dict], class_counts: dict, change
         header = list(suspects[0].keys())
         parts.append(_table(header, [[s[k] for k in header] for s in suspects[:SUSPECTS_SHOWN]], "suspects"))
     else:
-        parts.append("<p>None: the views agree with each other and with the label everywhere.</p>")
+        parts.append(f"<p>{html.escape(_no_suspects(report))}</p>")
 
     if changes:
         parts.append("<h2>Changes since the previous run</h2>")

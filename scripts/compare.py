@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from pairspark import pipeline
 from pairspark.config import View, load_settings
-from pairspark.core.model import METHODS, default_methods, primary_method
+from pairspark.core.methods import METHODS, default_methods, primary_method
 from pairspark.spark.session import build_session
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -79,3 +79,16 @@ def write_bad_catalog(folder):
     pq.write_table(items, folder / "items.parquet")
     pq.write_table(classes, folder / "classes.parquet")
     return str(folder / "items.parquet"), str(folder / "classes.parquet")
+
+
+def tiny_view_model(name: str, column: str, dim: int, n_classes: int = 2):
+    """A fitted view of unit-axis class prompts and no items (enough for base and pairwise)."""
+    import numpy as np
+
+    from pairspark.core.masks import MaskSettings
+    from pairspark.core.model import fit_view
+    from pairspark.core.stats import ClassMoments
+
+    vectors = np.eye(n_classes, dim, dtype=np.float32)
+    return fit_view(name, column, [f"c{i}" for i in range(n_classes)], vectors, ClassMoments.empty(n_classes, dim),
+                    MaskSettings(min_dims=dim))

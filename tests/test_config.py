@@ -1,35 +1,46 @@
+"""The CLI's settings: one declaration per setting (Params, run options), TOML and flags on top."""
+
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from pairspark.config import MarginRule, Settings, load_settings, parse_views
+from pairspark.config import RUN_OPTIONS, RunOptions, load_settings, parse_binary
 from pairspark.errors import UsageError
+from pairspark.params import SETTING_PARAMS, HasPairsparkParams, snake
+from pairspark.views import parse_views
 
 DEFAULT_TOML = Path(__file__).resolve().parents[1] / "conf" / "default.toml"
 
 
-def test_conf_default_toml_matches_the_dataclass_defaults():
-    assert load_settings(DEFAULT_TOML) == Settings()
-    listed = set(tomllib.loads(DEFAULT_TOML.read_text())["pairspark"])
-    assert listed == set(Settings.__dataclass_fields__) - {"max_dims", "partitions", "binary"}
+def test_conf_default_toml_matches_the_declared_defaults():
+    listed = tomllib.loads(DEFAULT_TOML.read_text())["pairspark"]
+    declared = HasPairsparkParams()
+    expected = {snake(p): declared.getOrDefault(p) for p in SETTING_PARAMS}
+    expected.update({name: spec.default for name, spec in RUN_OPTIONS.items() if spec.default is not None})
+    assert listed == expected
+    assert load_settings(DEFAULT_TOML).options == RunOptions()
 
 
 def test_flags_win_over_the_file(tmp_path):
     conf = tmp_path / "c.toml"
-    conf.write_text('[pairspark]\nratio_threshold = 1.5\nmin_margin = "10%"\nseed = 3\n')
+    conf.write_text('[pairspark]\nratio_threshold = 1.5\nmin_margin = "10%"\nseed = 3\noutput_files = 2\n')
     s = load_settings(conf, {"seed": 9, "min_dims": None})
-    assert (s.ratio_threshold, s.min_margin, s.seed, s.min_dims) == (1.5, MarginRule(0.1, True), 9, 8)
+    assert s.params == {"ratioThreshold": 1.5, "minMargin": "10%", "seed": 9}
+    assert (s.seed, s.min_dims, s.output_files) == (9, 8, 2)
 
 
 def test_min_margin_zero_means_every_item_counts():
-    s = load_settings(None, {"min_margin": "0", "min_cosine": -1})
-    assert s.min_margin == MarginRule(0.0, False) and s.min_cosine == -1.0
+    assert load_settings(None, {"min_margin": "0"}).params == {"minMargin": "0"}
 
 
-@pytest.mark.parametrize("bad", [{"min_margin": "abc"}, {"min_margin": "120%"}, {"methods": "base,magic"}, {"min_dims": 0}])
+@pytest.mark.parametrize("bad", [{"min_margin": "abc"}, {"min_margin": "120%"}, {"methods": "base,magic"},
+                                 {"min_dims": 0}, {"ratio_threshold": "nan"}, {"ratio_threshold": float("inf")},
+                                 {"min_cosine": "-inf"}, {"min_margin": "nan"}, {"min_margin": "nan%"},
+                                 {"output_files": 0}, {"partitions": 1.5}, {"on_invalid": "ignore"},
+                                 {"binary": "no-equals"}, {"candidates": 1}])
 def test_bad_settings_raise_usage_errors(bad):
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=next(iter(bad))):
         load_settings(None, bad)
 
 
@@ -49,3 +60,14 @@ def test_views_parse_and_validate():
     for bad in ["", "a=x,a=y", "a=x,b=y,c=z", "bad name=x"]:
         with pytest.raises(UsageError):
             parse_views(bad)
+
+
+def test_binary_groups_from_a_file_may_name_classes_with_separators(tmp_path):
+    groups = tmp_path / "groups.txt"
+    groups.write_text("# home\nhome=Home Decor & Festive Needs\nhome=Kitchen; Dining = Bar\nwear=T-shirts, Tops\n")
+    assert parse_binary(f"@{groups}") == {"home": ["Home Decor & Festive Needs", "Kitchen; Dining = Bar"],
+                                          "wear": ["T-shirts, Tops"]}
+    assert parse_binary("a=x,y;b=z") == {"a": ["x", "y"], "b": ["z"]}
+    with pytest.raises(UsageError, match="line 1"):
+        groups.write_text("just a class\n")
+        parse_binary(f"@{groups}")

@@ -12,7 +12,7 @@ from pairspark import pipeline
 from pairspark.config import View, load_settings
 from pairspark.core.cosine import unit_rows64
 from pairspark.core.masks import MaskSettings
-from pairspark.core.refine import (
+from pairspark.core.scorers import (
     LabelStats,
     centroid_scorer,
     gnb_scorer,
@@ -24,7 +24,7 @@ from pairspark.core.refine import (
 )
 from pairspark.core.stats import ClassMoments
 from pairspark.errors import UsageError
-from pairspark.spark.refine import COTRAIN_MAX_ITERATIONS, COTRAIN_TOLERANCE, TRANSDUCTIVE_ITERATIONS
+from pairspark.core.methods import COTRAIN_MAX_ITERATIONS, COTRAIN_TOLERANCE, TRANSDUCTIVE_ITERATIONS
 from tests.synthetic import make_catalog, write_catalog
 
 VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]

@@ -85,11 +85,61 @@ def test_invalid_rows_come_back_with_a_reason_and_no_answer(spark, tmp_path):
     assert set(pdf.loc[pdf["reason"].isna(), "item_id"]) == {"ok-1", "ok-2"}
 
 
-def test_unknown_params_are_refused(data):
-    from pairspark.errors import UsageError
-
-    with pytest.raises(UsageError, match="unknown param 'ratio'"):
+def test_unknown_params_are_refused():
+    with pytest.raises(TypeError, match="ratio"):
         PairwiseTournamentClassifier(ratio=1.3)
+
+
+@pytest.mark.parametrize("param, value", [("ratioThreshold", float("nan")), ("minCosine", float("inf")), ("minDims", 0),
+                                          ("candidates", 1), ("minMargin", "150%"), ("methods", "base,magic"),
+                                          ("views", "a=x,b=y,c=z")])
+def test_bad_param_values_are_refused_when_set(param, value):
+    with pytest.raises(TypeError, match=param):
+        PairwiseTournamentClassifier(**{param: value})
+
+
+def test_every_param_has_its_own_doc_and_a_default_shown_by_explain_params():
+    clf = PairwiseTournamentClassifier()
+    docs = [p.doc for p in clf.params]
+    assert len(set(docs)) == len(docs)
+    explained = clf.explainParams()
+    for param in clf.params:
+        if param.name not in ("classesPath", "views"):
+            assert clf.hasDefault(param) and f"{param.name}: " in explained and "default: " in explained
+            assert getattr(clf, f"get{param.name[0].upper()}{param.name[1:]}")() == clf.getOrDefault(param)
+
+
+def _jobs_during(spark, action) -> int:
+    tracker = spark.sparkContext.statusTracker()
+    spark.sparkContext.setJobGroup("pairspark-count", "count jobs")
+    try:
+        action()
+        return len(tracker.getJobIdsForGroup("pairspark-count"))
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+
+
+def test_transform_runs_no_spark_job_and_fit_transform_leave_the_session_conf_alone(spark, data):
+    items, classes_path = data
+    before = dict(spark.sparkContext.getConf().getAll()), spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    model = PairwiseTournamentClassifier(classesPath=classes_path, views="image=image_embedding,text=text_embedding",
+                                         methods="base,pairwise").fit(items)
+    out = {}
+    assert _jobs_during(spark, lambda: out.setdefault("df", model.transform(items))) == 0
+    assert out["df"].where("reason IS NULL").count() == items.count()
+    after = dict(spark.sparkContext.getConf().getAll()), spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    assert after == before
+
+
+def test_the_python_side_sees_only_ids_keys_and_vectors(spark):
+    df = spark.createDataFrame([("a", [1.0, 0.0], [0.0, 1.0], "x" * 10)], "item_id string, v array<double>, w array<double>, big string")
+    from pairspark.spark.transform import answers_column, with_duplicate_flag
+    from tests.synthetic import tiny_view_model
+
+    column = answers_column([tiny_view_model("v", "v", 2)], ("base",), 0, 0)
+    plan = with_duplicate_flag(df).select(column.alias("answers"))._jdf.queryExecution().executedPlan().toString()
+    python_inputs = [line for line in plan.splitlines() if "ArrowEvalPython" in line]
+    assert python_inputs and all("big" not in line for line in python_inputs)
 
 
 def test_the_readme_python_example_runs(spark, monkeypatch, tmp_path):
@@ -102,3 +152,29 @@ def test_the_readme_python_example_runs(spark, monkeypatch, tmp_path):
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert np.isfinite(scope["accuracy"]) and scope["accuracy"] > 0.85
+
+
+def test_vectors_may_be_float_or_double_arrays_or_ml_vectors(spark, data):
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    items, classes_path = data
+    clf = PairwiseTournamentClassifier(classesPath=classes_path, views="image=image_embedding,text=text_embedding",
+                                       methods="base,pairwise,cotrain")
+    doubles = items.select("item_id", *[F.col(c).cast("array<double>").alias(c) for c in ("image_embedding", "text_embedding")])
+    vectors = items.select("item_id", *[array_to_vector(c).alias(c) for c in ("image_embedding", "text_embedding")])
+    answers = ["item_id", "image_class", "text_class", "image_pairwise", "reason"]
+    expected = _sorted(clf.fit(items).transform(items).select(*answers))
+    for frame in (doubles, vectors):
+        pd.testing.assert_frame_equal(_sorted(clf.fit(frame).transform(frame).select(*answers)), expected)
+
+
+def test_an_unsupported_vector_type_is_named_with_its_column(spark, data):
+    from pairspark.errors import UsageError
+
+    items, classes_path = data
+    model = PairwiseTournamentClassifier(classesPath=classes_path, views="image=image_embedding,text=text_embedding",
+                                         methods="base").fit(items)
+    strings = items.withColumn("image_embedding", items["image_embedding"].cast("array<string>"))
+    with pytest.raises(UsageError, match=r"image_embedding must be array<float>, array<double> or a pyspark.ml Vector, got array<string>"):
+        model.transform(strings)

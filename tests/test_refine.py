@@ -8,9 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pairspark.core.cosine import normalize_rows
 from pairspark.core.masks import MaskSettings, pair_masks
-from pairspark.core.refine import (
+from pairspark.core.scorers import (
     LabelStats,
     centroid_scorer,
     cotrain_targets,
@@ -25,6 +24,7 @@ from pairspark.core.refine import (
 )
 from pairspark.core.stats import ClassMoments
 from pairspark.core.tournament import pair_coefficients, play_round_robin
+from tests.reference import normalize_rows
 
 
 def _blobs(rng, n_per_class, centres, spread):

@@ -13,7 +13,7 @@ import pytest
 from pairspark import pipeline
 from pairspark.config import View, load_settings
 from pairspark.errors import UsageError
-from pairspark.spark.storage import atomic_output
+from pairspark.spark.publish import atomic_output
 from tests.synthetic import make_catalog, write_bad_catalog, write_catalog
 
 VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]
@@ -217,7 +217,9 @@ def test_model_round_trips_and_meta_records_the_run(spark, catalog, tmp_path):
 
     settings = load_settings(None, {"ratio_threshold": 1.1, "max_dims": 12})
     pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), settings)
-    views, meta = load_model(spark, str(tmp_path / "m"))
+    views, metadata = load_model(spark, str(tmp_path / "m"))
+    meta = metadata["pairspark"]
+    assert meta == json.loads((tmp_path / "m" / "meta.json").read_text())
     assert [v.name for v in views] == ["image", "text"]
     assert meta["settings"]["ratio_threshold"] == 1.1 and meta["settings"]["max_dims"] == 12
     assert meta["views"][0]["class_ids"] == [f"c{i:02d}" for i in range(5)]

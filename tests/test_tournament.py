@@ -1,20 +1,19 @@
 import numpy as np
 import pytest
 
-from pairspark.core.cosine import normalize_rows, top_candidates
+from pairspark.core.cosine import top_candidates
 from pairspark.core.masks import PairMasks, class_pairs
 from pairspark.core.tournament import (
-    bracket_draws,
     pair_coefficients,
     pair_index,
     play_tournament,
-    shuffle_survivors,
     splitmix64,
 )
+from tests.reference import normalize_rows, bracket_draws, shuffle_survivors, masks_from_lists
 
 
 def play(x, classes, masks, keys, candidates=None):
-    packed = PairMasks.from_lists(masks)
+    packed = masks_from_lists(masks)
     return play_tournament(x, classes, packed, pair_coefficients(classes, packed), keys, candidates)
 
 
@@ -101,7 +100,7 @@ def test_pair_coefficients_are_inverse_masked_norms():
     rng = np.random.default_rng(4)
     x, classes, masks, _ = random_problem(rng, 1, 9, 6)
     classes[2, masks[1]] = 0.0  # pair (0, 2) is masks[1]: class 2 is zero there
-    coef = pair_coefficients(classes, PairMasks.from_lists(masks))
+    coef = pair_coefficients(classes, masks_from_lists(masks))
     for p, (a, b) in enumerate(class_pairs(6)):
         for side, c in enumerate((a, b)):
             norm = np.linalg.norm(classes[c, masks[p]])
@@ -110,19 +109,49 @@ def test_pair_coefficients_are_inverse_masked_norms():
 
 
 def test_brackets_differ_between_items_and_every_class_can_win():
-    # identical items, equal-strength classes: only the bracket decides, so winners spread out
+    # every class wins the items built to favour it (near its prompt vector), on random masks, as
+    # the per-item reference says
+    rng = np.random.default_rng(11)
+    c, per_class = 6, 40
+    _, classes, masks, _ = random_problem(rng, 1, 12, c)
+    favoured = np.repeat(np.arange(c), per_class)
+    x = 5 * classes[favoured] + 0.05 * rng.normal(size=(len(favoured), 12))
+    keys = rng.integers(0, 2**63, size=len(favoured), dtype=np.int64).view(np.uint64)
+    winners = play(x, classes, masks, keys)
+    assert winners.tolist() == [reference_tournament(x[i], classes, masks, keys[i]) for i in range(len(x))]
+    assert winners.tolist() == favoured.tolist()
+
+    # identical items and a cycle (0 beats 1 on dims 0-1, 1 beats 2 on dims 4-5, 2 beats 0 on
+    # dims 2-3): only the bracket decides, and it differs between items, so every class wins some;
+    # with three classes the one given the round-0 bye wins
+    cycle = normalize_rows(np.array([[1, 1, 1, -1, 0, 0], [1, -1, 0, 0, 1, 1], [0, 0, 1, 1, 1, -1]], float))
+    cycle_masks = [np.array(d, dtype=np.int32) for d in ([0, 1], [2, 3], [4, 5])]  # pairs (0,1), (0,2), (1,2)
+    n = 600
+    same = np.ones((n, 6))
+    keys = np.arange(n, dtype=np.uint64) * np.uint64(2654435761)
+    winners = play(same, cycle, cycle_masks, keys)
+    assert winners.tolist() == [reference_tournament(same[i], cycle, cycle_masks, keys[i]) for i in range(n)]
+    assert winners.tolist() == [shuffle_survivors([0, 1, 2], int(k), 0)[-1] for k in keys]
+    assert np.bincount(winners, minlength=3).min() > n / 3 * 0.8
+
+    keys = np.arange(2000, dtype=np.uint64) * np.uint64(2654435761)
+    first = [shuffle_survivors(list(range(c)), int(k), 0)[0] for k in keys]
+    counts = np.bincount(first, minlength=c)
+    assert counts.min() > len(keys) / c * 0.8  # the first slot of round 0 is roughly uniform over classes
+    assert len(set(bracket_draws(7, 0, 5).tolist())) == 5 and not np.array_equal(bracket_draws(7, 0, 5), bracket_draws(7, 1, 5))
+
+
+def test_ties_go_to_the_lower_class_index():
+    # identical items, equal-strength classes: every match is a tie, which the lower index wins,
+    # so class 0 wins every bracket, as in the per-item reference
     n, c = 2000, 6
     x = np.ones((n, 4))
     classes = normalize_rows(np.ones((c, 4)))
     masks = [np.arange(4, dtype=np.int32) for _ in class_pairs(c)]
     keys = np.arange(n, dtype=np.uint64) * np.uint64(2654435761)
     winners = play(x, classes, masks, keys)
-    # ties go to the lower index, so class 0 wins whenever it meets anyone: it always wins here
     assert set(winners.tolist()) == {0}
-    first = [shuffle_survivors(list(range(c)), int(k), 0)[0] for k in keys]
-    counts = np.bincount(first, minlength=c)
-    assert counts.min() > n / c * 0.8  # the first slot of round 0 is roughly uniform over classes
-    assert len(set(bracket_draws(7, 0, 5).tolist())) == 5 and not np.array_equal(bracket_draws(7, 0, 5), bracket_draws(7, 1, 5))
+    assert [reference_tournament(x[i], classes, masks, keys[i]) for i in range(n)] == winners.tolist()
 
 
 def test_a_single_dominant_class_wins_every_bracket():
@@ -172,7 +201,7 @@ def test_unit_rows_are_float64_and_do_not_depend_on_the_batch():
 def test_the_bit_form_of_the_masks_plays_the_same_tournament(n_classes):
     rng = np.random.default_rng(40 + n_classes)
     x, classes, masks, keys = random_problem(rng, 200, 70, n_classes)  # 70 dims: two words per mask
-    csr = PairMasks.from_lists(masks)
+    csr = masks_from_lists(masks)
     bits = csr.compact(70, limit=0)
     assert bits.is_bits and not csr.is_bits
     assert bits.lengths.tolist() == csr.lengths.tolist() == [len(m) for m in masks]

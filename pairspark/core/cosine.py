@@ -7,13 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; a zero row stays zero (validation quarantines those upstream)."""
-    x = np.asarray(x)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1).astype(x.dtype)
-
-
 def unit_rows64(x: np.ndarray) -> np.ndarray:
     """Unit rows in float64 (fit and classify both use this, so they agree on every item).
 

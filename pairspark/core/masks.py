@@ -78,14 +78,6 @@ class PairMasks:
         indptr = np.concatenate([[0], np.cumsum(np.concatenate(lengths) if lengths else [])]).astype(np.int64)
         return PairMasks(indptr, np.concatenate(dims) if dims else np.zeros(0, np.uint16))
 
-    @staticmethod
-    def from_lists(dims: list) -> PairMasks:
-        lengths = np.array([len(d) for d in dims], dtype=np.int64)
-        flat = np.concatenate([np.asarray(d, dtype=np.int64) for d in dims]) if len(dims) else np.zeros(0, np.int64)
-        if flat.size and (flat.min() < 0 or flat.max() > np.iinfo(np.uint16).max):
-            raise ValueError("mask dims must lie in [0, 65535]")
-        return PairMasks(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), flat.astype(np.uint16))
-
     @property
     def is_bits(self) -> bool:
         return self.bits is not None

@@ -5,12 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C, C) int64 counts, rows = reference (true), columns = predicted."""
-    flat = np.asarray(y_true, np.int64) * n_classes + np.asarray(y_pred, np.int64)
-    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
 

@@ -8,26 +8,10 @@ import numpy as np
 
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
-from pairspark.core.refine import Scorer, gnb_scorer, ovr_masks, ovr_predict, top_margin
+from pairspark.core.methods import REGISTRY, Batch
+from pairspark.core.scorers import Scorer, gnb_scorer, ovr_masks, top_margin
 from pairspark.core.stats import ClassMoments
-from pairspark.core.tournament import pair_coefficients, play_round_robin, play_tournament
-
-METHODS = ("base", "pairwise", "ovr", "roundrobin", "centroid", "gnb", "transductive", "cotrain")
-# methods whose fit needs passes of their own over the items (spark/refine.py); their scorers are
-# stored in the model. The others derive from the confident statistics and the masks.
-ITERATIVE_METHODS = ("centroid", "transductive", "cotrain")
-# NAME_class comes from the first of these that ran (docs/RESULTS.md says why cotrain leads)
-PRIMARY_ORDER = ("cotrain", "pairwise")
-
-
-def primary_method(methods) -> str:
-    """The method whose answer becomes NAME_class."""
-    return next((m for m in PRIMARY_ORDER if m in methods), methods[0])
-
-
-def default_methods(n_views: int) -> tuple[str, ...]:
-    return ("base", "pairwise", "cotrain") if n_views == 2 else ("base", "pairwise")
-
+from pairspark.core.tournament import pair_coefficients
 
 @dataclass
 class ViewModel:
@@ -41,7 +25,7 @@ class ViewModel:
     masks: PairMasks  # the dims of every pair of class_pairs(C)
     min_margin_used: float = 0.0
     mask_settings: MaskSettings = field(default_factory=MaskSettings)
-    scorers: dict[str, Scorer] = field(default_factory=dict)  # fitted ITERATIVE_METHODS
+    scorers: dict[str, Scorer] = field(default_factory=dict)  # fitted learning methods (core/methods.py)
     _coefficients: np.ndarray | None = field(default=None, repr=False, compare=False)
     _vectors64: np.ndarray | None = field(default=None, repr=False, compare=False)
     _ovr_keep: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -81,28 +65,30 @@ class ViewModel:
             self._gnb = gnb_scorer(self.moments)
         return self._gnb
 
-    def prepare(self, methods: tuple[str, ...]) -> None:
-        """Compute on the driver what `methods` need, so it is broadcast rather than rebuilt per task."""
-        missing = [m for m in methods if m in ITERATIVE_METHODS and m not in self.scorers]
+    def prepare(self, methods: tuple[str, ...]) -> ViewModel:
+        """Compute on the driver what `methods` need, so it ships with the model rather than being
+        rebuilt in every task. Returns self."""
+        missing = [m for m in methods if REGISTRY[m].iterative and m not in self.scorers]
         if missing:
-            raise ValueError(f"view {self.name}: the model was not fitted for {', '.join(missing)}; refit with --methods")
+            raise ValueError(f"view {self.name}: the model was not fitted for {', '.join(missing)}; refit with methods")
         if "pairwise" in methods or "roundrobin" in methods:
             self.coefficients
         if "ovr" in methods:
             self.ovr_keep
         if "gnb" in methods:
             self.gnb
+        self.vectors64
+        return self
 
     def pairs(self) -> np.ndarray:
         return class_pairs(self.n_classes)
 
-    def classify(
-        self, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...], candidates: int = 0
-    ) -> dict[str, np.ndarray]:
-        """Class indices per method, plus the base cosine, for a batch x (n, D) of raw vectors.
-
-        Also METHOD_margin (best minus second-best score) for the methods that score every class,
-        and base_margin (cosines); margin() picks the one that describes a method's answer.
+    def classify(self, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...], candidates: int = 0,
+                 margin_of: str | None = None) -> dict[str, np.ndarray]:
+        """Class indices per method for a batch x (n, D) of raw vectors, plus `base_cosine` and
+        `margin`: how sure `margin_of` (default: the last method) is of its answer, its own top-2
+        score margin, or the base cosine margin for the methods that only name a winner
+        (pairwise, roundrobin, ovr); only comparable within a method.
 
         candidates > 0: the pairwise bracket (and the round robin) holds only each item's top
         `candidates` base classes.
@@ -114,28 +100,16 @@ class ViewModel:
         """
         x_unit = unit_rows64(x)
         base = base_assign(x_unit, self.vectors64)
-        out: dict[str, np.ndarray] = {"base": base.best, "base_cosine": base.best_cosine.astype(np.float32),
-                                      "base_margin": base.margin}
         top = top_candidates(base.cosines, candidates) if 0 < candidates < self.n_classes else None
+        batch = Batch(x_unit, base, item_keys, top)
+        out: dict[str, np.ndarray] = {"base_cosine": base.best_cosine.astype(np.float32), "margin": base.margin}
+        margin_of = margin_of or methods[-1]
         for method in methods:
-            if method == "pairwise":
-                out[method] = play_tournament(x_unit, self.vectors64, self.masks, self.coefficients, item_keys, top)
-            elif method == "roundrobin":
-                out[method] = play_round_robin(x_unit, self.vectors64, self.masks, self.coefficients, base.cosines, top)
-            elif method == "ovr":
-                out[method] = ovr_predict(x_unit, self.vectors64, self.ovr_keep)
-            elif method == "gnb" or method in ITERATIVE_METHODS:
-                scorer = self.gnb if method == "gnb" else self.scorers[method]
-                scores = scorer.scores(x_unit, base.cosines)
-                out[method] = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
-                out[f"{method}_margin"] = top_margin(scores)
+            labels, scores = REGISTRY[method].predict(self, batch)
+            out[method] = labels
+            if method == margin_of and scores is not None and method != "base":
+                out["margin"] = top_margin(scores)
         return out
-
-
-def answer_margin(answers: dict[str, np.ndarray], method: str) -> np.ndarray:
-    """How sure `method` is of each answer: its own score margin, or the base cosine margin for the
-    methods without scores per class (pairwise, roundrobin, ovr). Only comparable within a method."""
-    return answers.get(f"{method}_margin", answers["base_margin"])
 
 
 def fit_view(

@@ -43,15 +43,6 @@ class ClassMoments:
         count, mean, m2 = kernels.class_moments(np.ascontiguousarray(x), labels, n_classes)
         return cls(count, mean, m2)
 
-    @classmethod
-    def from_sums(cls, count: np.ndarray, sums: np.ndarray, sumsq: np.ndarray) -> ClassMoments:
-        """Inverse of (sums, sumsq), for reading a saved model (loses the cancellation guard)."""
-        count = np.asarray(count, dtype=np.int64)
-        safe = np.maximum(count, 1)[:, None]
-        mean = np.where(count[:, None] > 0, sums / safe, 0.0)
-        m2 = np.maximum(sumsq - count[:, None] * mean * mean, 0.0)
-        return cls(count, mean, m2)
-
     def merge(self, other: ClassMoments) -> ClassMoments:
         """Chan et al. pairwise update; exact for counts, stable for means and m2."""
         n_a, n_b = self.count[:, None].astype(np.float64), other.count[:, None].astype(np.float64)

@@ -38,22 +38,6 @@ def splitmix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def bracket_draws(item_key: int, round_index: int, width: int) -> np.ndarray:
-    """(width,) uint64 draws of one item's Fisher-Yates pass in one round (draw j for slot j)."""
-    slots = splitmix64(np.arange(width, dtype=np.uint64) + np.uint64(round_index) * np.uint64(1 << 32))
-    return splitmix64(np.uint64(item_key) ^ slots)
-
-
-def shuffle_survivors(survivors: list[int], item_key: int, round_index: int) -> list[int]:
-    """The round's bracket order: Fisher-Yates from the last slot down (reference, one item)."""
-    out = list(survivors)
-    draws = bracket_draws(item_key, round_index, len(out))
-    for j in range(len(out) - 1, 0, -1):
-        k = int(draws[j] % np.uint64(j + 1))
-        out[j], out[k] = out[k], out[j]
-    return out
-
-
 def pair_index(a: np.ndarray, b: np.ndarray, n_classes: int) -> np.ndarray:
     """Row of the pair {a, b} (a < b) in class_pairs(n_classes)."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)

@@ -19,8 +19,12 @@ Items with no such conflict are not listed. Ties: item_id ascending.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -91,13 +95,17 @@ def with_item_columns(audit: DataFrame, items: DataFrame, columns: list[str]) ->
     return audit.join(extra, ITEM_ID, "left").orderBy(F.col("score").desc(), F.col(ITEM_ID).asc())
 
 
-def diff_predictions(old: DataFrame, new: DataFrame, views: list[str]) -> tuple[DataFrame, dict]:
+@contextmanager
+def diff_predictions(old: DataFrame, new: DataFrame, views: list[str]) -> Iterator[tuple[DataFrame, dict]]:
     """Items whose NAME_class changed between two prediction sets (one row per item and view:
     item_id, view, old_class, new_class), and counts: items in both (compared), only in the new
-    (added) or only in the old (removed), changes per view and per (view, old, new)."""
+    (added) or only in the old (removed), changes per view and per (view, old, new).
+
+    A context manager: the join both come from stays persisted until the block ends, so write
+    the changes inside it (they are lazy; the summary is computed on entry)."""
     o = old.select(ITEM_ID, F.lit(True).alias("_in_old"), *[F.col(f"{v}_class").alias(f"{v}_old") for v in views])
     n = new.select(ITEM_ID, F.lit(True).alias("_in_new"), *[F.col(f"{v}_class").alias(f"{v}_new") for v in views])
-    joined = o.join(n, ITEM_ID, "full_outer").cache()
+    joined = o.join(n, ITEM_ID, "full_outer").persist(StorageLevel.MEMORY_AND_DISK)
     try:
         presence = joined.groupBy(F.col("_in_old").isNotNull().alias("old"), F.col("_in_new").isNotNull().alias("new")).count().collect()
         count = {(r["old"], r["new"]): int(r["count"]) for r in presence}
@@ -117,6 +125,6 @@ def diff_predictions(old: DataFrame, new: DataFrame, views: list[str]) -> tuple[
             "by_pair": [{"view": r["view"], "old_class": r["old_class"], "new_class": r["new_class"], "count": int(r["count"])}
                         for r in pairs],
         }
-        return changes, summary
+        yield changes, summary
     finally:
         joined.unpersist()

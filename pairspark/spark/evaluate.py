@@ -1,13 +1,41 @@
-"""Evaluate: confusion matrices by grouped counts in Spark, metrics from them on the driver."""
+"""Evaluate: confusion matrices by grouped counts in Spark, metrics from them on the driver.
+
+Every count evaluate needs (class counts, agreement, vs the label, binary groups) comes from one
+aggregation: each row is stacked into one (pair, reference, predicted) row per needed column
+pair, grouped and counted once, and every confusion matrix is built from that one result. Its
+size is the number of distinct (reference, predicted) combinations per pair, never the product
+over all the columns.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pairspark.core.metrics import metrics_from_confusion
 from pairspark.errors import UsageError
+
+
+def _none() -> Column:
+    return F.lit(None).cast("string")
+
+
+def _confusion(counts: dict, classes: list[str]) -> tuple[np.ndarray, list[str], int]:
+    """Confusion matrix from {(reference, predicted): items}; values outside `classes` are
+    appended in sorted order. Pairs with a null are left out and counted (third return value)."""
+    missing = sum(n for (ref, pred), n in counts.items() if ref is None or pred is None)
+    known = set(classes)
+    extra = sorted({v for pair in counts for v in pair if v is not None and v not in known})
+    order = list(classes) + extra
+    index = {c: i for i, c in enumerate(order)}
+    confusion = np.zeros((len(order), len(order)), dtype=np.int64)
+    for (ref, pred), n in counts.items():
+        if ref is not None and pred is not None:
+            confusion[index[ref], index[pred]] += n
+    return confusion, order, int(missing)
 
 
 def confusion_from_spark(df: DataFrame, reference: str, predicted: str, classes: list[str]) -> tuple[np.ndarray, list[str], int]:
@@ -16,24 +44,43 @@ def confusion_from_spark(df: DataFrame, reference: str, predicted: str, classes:
     Rows where either column is null are left out and counted (third return value).
     """
     rows = df.groupBy(reference, predicted).count().collect()
-    missing = sum(r["count"] for r in rows if r[reference] is None or r[predicted] is None)
-    known = set(classes)
-    extra = sorted({v for r in rows for v in (r[reference], r[predicted]) if v is not None and v not in known})
-    order = list(classes) + extra
-    index = {c: i for i, c in enumerate(order)}
-    confusion = np.zeros((len(order), len(order)), dtype=np.int64)
-    for r in rows:
-        if r[reference] is not None and r[predicted] is not None:
-            confusion[index[r[reference]], index[r[predicted]]] += r["count"]
-    return confusion, order, int(missing)
+    return _confusion({(r[reference], r[predicted]): int(r["count"]) for r in rows}, classes)
 
 
-def _scored(df: DataFrame, reference: str, predicted: str, classes: list[str]) -> dict:
-    confusion, order, missing = confusion_from_spark(df, reference, predicted, classes)
+def _scored(counts: dict, reference: str, predicted: str, classes: list[str]) -> dict:
+    confusion, order, missing = _confusion(counts, classes)
     metrics = metrics_from_confusion(confusion, order)
     metrics["reference_column"], metrics["predicted_column"] = reference, predicted
     metrics["rows_skipped_null"] = missing
     return metrics
+
+
+def _sizes(counts: dict, side: int) -> dict[str, int]:
+    """Items per class on one side of a pair's counts, nulls left out."""
+    sizes: dict[str, int] = defaultdict(int)
+    for pair, n in counts.items():
+        if pair[side] is not None:
+            sizes[pair[side]] += n
+    return dict(sizes)
+
+
+class _Pairs:
+    """The (reference, predicted) column pairs to count, stacked and counted in one Spark job."""
+
+    def __init__(self) -> None:
+        self.exprs: list[Column] = []
+        self.counts: list[dict] = []
+
+    def add(self, reference: Column, predicted: Column) -> int:
+        self.exprs.append(F.struct(F.lit(len(self.exprs)).alias("pair"), reference.cast("string").alias("reference"),
+                                   predicted.cast("string").alias("predicted")))
+        self.counts.append(defaultdict(int))
+        return len(self.exprs) - 1
+
+    def count(self, df: DataFrame) -> None:
+        stacked = df.select(F.explode(F.array(*self.exprs)).alias("p")).select("p.*")
+        for r in stacked.groupBy("pair", "reference", "predicted").count().collect():
+            self.counts[r["pair"]][(r["reference"], r["predicted"])] += int(r["count"])
 
 
 def evaluate_predictions(
@@ -46,60 +93,75 @@ def evaluate_predictions(
 ) -> dict:
     """metrics.json content: counts, agreement (second view is the reference), vs_label, class
     counts, and per binary group (classes in the group vs the rest) the same collapsed."""
-    predictions = predictions.cache()
-    try:
-        report: dict = {"counts": {"items": predictions.count()}, "views": view_names, "methods": methods}
-        report["class_counts"] = {
-            v: {m: {r[0]: int(r[1]) for r in predictions.groupBy(f"{v}_{m}").count().collect() if r[0] is not None}
-                for m in methods}
-            for v in view_names
+    if label_col and label_col not in predictions.columns:
+        raise UsageError(
+            f"predictions have no label column {label_col!r} (columns: {', '.join(predictions.columns)}); "
+            "pass --label-col to classify as well"
+        )
+    for group, members in (binary or {}).items():
+        unknown = [m for m in members if m not in classes]
+        if unknown:
+            raise UsageError(f"binary group {group}: {', '.join(unknown)} not in the class table")
+    two = len(view_names) == 2
+    pairs = _Pairs()
+
+    def scored_pairs(column) -> tuple[dict, dict]:
+        agreement = {m: pairs.add(column(f"{view_names[1]}_{m}"), column(f"{view_names[0]}_{m}")) for m in methods} if two else {}
+        vs_label = ({v: {m: pairs.add(column(label_col), column(f"{v}_{m}")) for m in methods} for v in view_names}
+                    if label_col else {})
+        return agreement, vs_label
+
+    agreement, vs_label = scored_pairs(F.col)
+
+    def size_pair(v: str, m: str) -> tuple[int, int]:
+        """Class sizes of v_m: (pair, side: 0 reference, 1 predicted) of a pair already counted, else its own."""
+        if two:
+            return agreement[m], 1 - view_names.index(v)
+        if label_col:
+            return vs_label[v][m], 1
+        return pairs.add(_none(), F.col(f"{v}_{m}")), 1
+
+    sizes = {v: {m: size_pair(v, m) for m in methods} for v in view_names}
+    groups = {}
+    for group, members in (binary or {}).items():
+        def collapse(column: str, members=members, group=group) -> Column:
+            return F.when(F.col(column).isNull(), _none()).when(F.col(column).isin(members), group).otherwise(f"not_{group}")
+
+        groups[group] = scored_pairs(collapse)
+    pairs.count(predictions)
+    counts = pairs.counts
+
+    # every row yields exactly one stacked row per pair: items = the total of any pair
+    report: dict = {"counts": {"items": sum(counts[0].values())}, "views": view_names, "methods": methods}
+    report["class_counts"] = {v: {m: _sizes(counts[i], side) for m, (i, side) in by_method.items()}
+                              for v, by_method in sizes.items()}
+    if two:
+        predicted_view, reference_view = view_names
+        report["agreement"] = {
+            "reference_view": reference_view,
+            "predicted_view": predicted_view,
+            **{m: _scored(counts[i], f"{reference_view}_{m}", f"{predicted_view}_{m}", classes) for m, i in agreement.items()},
         }
-        if len(view_names) == 2:
-            predicted_view, reference_view = view_names
-            report["agreement"] = {
-                "reference_view": reference_view,
-                "predicted_view": predicted_view,
-                **{m: _scored(predictions, f"{reference_view}_{m}", f"{predicted_view}_{m}", classes) for m in methods},
-            }
-        if label_col:
-            if label_col not in predictions.columns:
-                raise UsageError(
-                    f"predictions have no label column {label_col!r} (columns: {', '.join(predictions.columns)}); "
-                    "pass --label-col to classify as well"
-                )
-            report["label_column"] = label_col
-            report["counts"]["labelled"] = predictions.where(F.col(label_col).isNotNull()).count()
-            report["vs_label"] = {
-                v: {m: _scored(predictions, label_col, f"{v}_{m}", classes) for m in methods} for v in view_names
-            }
-        if binary:
-            report["binary"] = {group: _binary(predictions, group, members, view_names, methods, label_col, classes)
-                                for group, members in binary.items()}
-        return report
-    finally:
-        predictions.unpersist()
-
-
-
-def _binary(df: DataFrame, group: str, members: list[str], view_names: list[str], methods: list[str],
-            label_col: str | None, classes: list[str]) -> dict:
-    """Every answer collapsed to GROUP or not_GROUP, then scored like the classes (METHOD.md step 7)."""
-    unknown = [m for m in members if m not in classes]
-    if unknown:
-        raise UsageError(f"binary group {group}: {', '.join(unknown)} not in the class table")
-    inside, outside = group, f"not_{group}"
-
-    def collapse(column: str):
-        return F.when(F.col(column).isNull(), F.lit(None)).when(F.col(column).isin(members), inside).otherwise(outside)
-
-    columns = [f"{v}_{m}" for v in view_names for m in methods] + ([label_col] if label_col else [])
-    collapsed = df.select(*[collapse(c).alias(c) for c in columns])
-    out: dict = {"classes": list(members)}
-    for method in methods:
-        entry = {}
-        if len(view_names) == 2:
-            entry = _scored(collapsed, f"{view_names[1]}_{method}", f"{view_names[0]}_{method}", [inside, outside])
-        if label_col:
-            entry["vs_label"] = {v: _scored(collapsed, label_col, f"{v}_{method}", [inside, outside]) for v in view_names}
-        out[method] = entry
-    return out
+    if label_col:
+        report["label_column"] = label_col
+        first = vs_label[view_names[0]][methods[0]]
+        report["counts"]["labelled"] = sum(n for (ref, _), n in counts[first].items() if ref is not None)
+        report["vs_label"] = {
+            v: {m: _scored(counts[i], label_col, f"{v}_{m}", classes) for m, i in by_method.items()}
+            for v, by_method in vs_label.items()
+        }
+    if binary:
+        report["binary"] = {}
+        for group, members in binary.items():
+            names = [group, f"not_{group}"]
+            g_agreement, g_vs_label = groups[group]
+            out: dict = {"classes": list(members)}
+            for m in methods:
+                entry = (_scored(counts[g_agreement[m]], f"{view_names[1]}_{m}", f"{view_names[0]}_{m}", names)
+                         if two else {})
+                if label_col:
+                    entry["vs_label"] = {v: _scored(counts[g_vs_label[v][m]], label_col, f"{v}_{m}", names)
+                                         for v in view_names}
+                out[m] = entry
+            report["binary"][group] = out
+    return report

@@ -8,6 +8,7 @@ vector is exploded per dimension.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,14 +19,22 @@ import pyarrow as pa
 from pyspark import TaskContext
 from pyspark.sql import DataFrame
 
-from pairspark.config import MarginRule, Settings, View
 from pairspark.core.cosine import confident, margin_histogram, margin_quantile
-from pairspark.core.model import ITERATIVE_METHODS, ViewModel, fit_view
-from pairspark.core.refine import Scorer
-from pairspark.errors import UsageError
-from pairspark.spark import refine
+from pairspark.core.methods import REGISTRY, FitContext, iterative
+from pairspark.core.model import ViewModel, fit_view
+from pairspark.core.scorers import Scorer
 from pairspark.core.stats import ClassMoments, merge_all
+from pairspark.errors import UsageError
+from pairspark.params import HasPairsparkParams, MarginRule
 from pairspark.spark.io import ClassTable, list_array, valid_batches, view_base, view_checks
+from pairspark.spark.passes import SparkPasses
+from pairspark.views import View
+
+# cotrain's confidence share when minMargin is an absolute margin (its discriminant scores have
+# no absolute scale, so an absolute cosine margin cannot place its threshold)
+DEFAULT_CONFIDENT_SHARE = 0.3
+
+log = logging.getLogger("pairspark")
 
 _HISTOGRAM_SCHEMA = "view string, histogram array<bigint>"
 _PARTIAL_SCHEMA = "view string, class_index int, part int, count bigint, mean array<double>, m2 array<double>"
@@ -89,7 +98,7 @@ class FitResult:
 
 
 def confident_moments(
-    valid: DataFrame, views: list[View], tables: dict[str, ClassTable], settings: Settings, margins: dict[str, float]
+    valid: DataFrame, views: list[View], tables: dict[str, ClassTable], min_cosine: float, margins: dict[str, float]
 ) -> tuple[dict[str, ClassMoments], int]:
     """Per-view ClassMoments over the confident subset, and the number of valid items seen."""
     checks = view_checks(views, {v.name: tables[v.name].dim for v in views})
@@ -102,7 +111,7 @@ def confident_moments(
             rows_seen += batch.num_rows
             for view in views:
                 x_unit, base = view_base(batch, view.column, tables[view.name])
-                keep = confident(base, settings.min_cosine, margins[view.name])
+                keep = confident(base, min_cosine, margins[view.name])
                 acc[view.name] = acc[view.name].merge(
                     ClassMoments.from_batch(x_unit[keep], base.best[keep], acc[view.name].n_classes)
                 )
@@ -153,36 +162,36 @@ def confident_moments(
     return out, valid_items
 
 
-def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], settings: Settings,
+def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], params: HasPairsparkParams,
               methods: tuple[str, ...]) -> FitResult:
-    """`valid`: io.mark_duplicates' output; rows core/validate.py rejects are skipped. The
-    iterative `methods` get their own passes (spark/refine.py) after the confident statistics."""
-    if "cotrain" in methods and len(views) != 2:
-        raise UsageError("method cotrain needs two views (it learns from the items whose views agree)")
-    margins = margin_thresholds(valid, views, tables, settings.min_margin)
-    moments, valid_items = confident_moments(valid, views, tables, settings, margins)
-    scorers: dict[str, dict[str, Scorer]] = {v.name: {} for v in views}
-    passes: dict[str, float] = {}
-    fitters = {
-        "centroid": lambda: (refine.fit_centroid(valid, views, tables, moments), refine.CENTROID_ITERATIONS - 1),
-        "transductive": lambda: (refine.fit_transductive(valid, views, tables), refine.TRANSDUCTIVE_ITERATIONS),
-        "cotrain": lambda: refine.fit_cotrain(valid, views, tables, valid_items, settings.confident_share,
-                                              settings.seed, margins),
-    }
-    seconds: dict[str, float] = {}
+    """`valid`: items with DUPLICATE (transform.with_duplicate_flag); rows core/validate.py rejects
+    are skipped. The registry's iterative methods run their fit loops over SparkPasses after the
+    confident statistics."""
     for method in methods:
-        if method in ITERATIVE_METHODS and valid_items:
+        if REGISTRY[method].min_views > len(views):
+            raise UsageError(f"method {method} needs two views (it learns from the items whose views agree)")
+    rule = params.margin_rule()
+    margins = margin_thresholds(valid, views, tables, rule)
+    moments, valid_items = confident_moments(valid, views, tables, params.getMinCosine(), margins)
+    scorers: dict[str, dict[str, Scorer]] = {v.name: {} for v in views}
+    method_fits: dict[str, dict] = {}
+    share = rule.value if rule.is_quantile else DEFAULT_CONFIDENT_SHARE
+    if valid_items:
+        passes = SparkPasses(valid, views, tables, valid_items, params.getSeed())
+        if not rule.is_quantile and iterative(methods):
+            log.warning("minMargin %s is an absolute margin: %s place their confidence threshold at the default "
+                        "share %.0f%% of least confident items", rule, ",".join(iterative(methods)), share * 100)
+        context = FitContext([v.name for v in views], {v.name: tables[v.name].vectors for v in views}, moments, margins,
+                             valid_items, share)
+        for method in iterative(methods):
             start = time.perf_counter()
-            fitted, passes[method] = fitters[method]()
-            seconds[method] = round(time.perf_counter() - start, 2)
+            fitted, used = REGISTRY[method].fit(passes, context)
+            method_fits[method] = {"passes": used, "seconds": round(time.perf_counter() - start, 2), "confident_share": share}
             for name, scorer in fitted.items():
                 scorers[name][method] = scorer
     fitted_views = [
-        fit_view(
-            v.name, v.column, tables[v.name].class_ids, tables[v.name].vectors, moments[v.name],
-            settings.mask_settings(), margins[v.name], scorers[v.name],
-        )
+        fit_view(v.name, v.column, tables[v.name].class_ids, tables[v.name].vectors, moments[v.name],
+                 params.mask_settings(), margins[v.name], scorers[v.name])
         for v in views
     ]
-    return FitResult(fitted_views, valid_items, {v.name: int(moments[v.name].count.sum()) for v in views},
-                     {m: {"passes": passes[m], "seconds": seconds[m]} for m in passes})
+    return FitResult(fitted_views, valid_items, {v.name: int(moments[v.name].count.sum()) for v in views}, method_fits)

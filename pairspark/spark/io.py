@@ -8,11 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.linalg import VectorUDT
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pairspark.config import View
+from pairspark.views import View
 from pairspark.core.cosine import base_assign, unit_rows64
 from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
@@ -22,24 +24,65 @@ CLASS_ID = "class_id"
 REASON = "reason"  # why an item row is quarantined (null for a valid row): see core/validate.py
 
 
+TABLE_PREFIX = "table:"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_parquet(spark: SparkSession, path: str, what: str) -> DataFrame:
     try:
         return spark.read.parquet(path)
     except AnalysisException as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot read {what} from {path}: {first_line}") from None
+        raise UsageError(f"cannot read {what} from {path}: {_first_line(exc)}") from None
+
+
+def read_source(spark: SparkSession, source: str, what: str, fmt: str | None = None) -> DataFrame:
+    """A table of the session's catalog (`table:NAME`) or a path: Parquet, or any format
+    `spark.read.format` knows (orc, json, csv, delta where the cluster has it)."""
+    if source.startswith(TABLE_PREFIX):
+        name = source[len(TABLE_PREFIX):].strip()
+        if not name:
+            raise UsageError(f"{what}: table: needs a table name, got {source!r}")
+        if fmt:
+            raise UsageError(f"{what}: a format applies to a path, not to {source}")
+        try:
+            frame = spark.table(name)
+            frame.columns  # resolve now (a Connect session resolves lazily)
+            return frame
+        except AnalysisException as exc:
+            raise UsageError(f"{what} table {name} cannot be read: {_first_line(exc)}") from None
+    try:
+        frame = spark.read.format(fmt or "parquet").load(source)
+        frame.columns
+        return frame
+    except AnalysisException as exc:
+        raise UsageError(f"cannot read {what} from {source}: {_first_line(exc)}") from None
+    except Exception as exc:  # an unknown format is a ClassNotFound wrapped per Spark version and session kind
+        if "DATA_SOURCE_NOT_FOUND" in str(exc) or "Failed to find data source" in str(exc):
+            raise UsageError(f"{what}: unknown format {fmt!r} (Spark has no data source of that name)") from None
+        raise
+
+
+def vector_column(df: DataFrame, column: str, what: str) -> Column:
+    """The column as array<float|double>: array columns as they are, a pyspark.ml Vector column
+    (what Spark ML pipelines produce) converted in the JVM; any other type is a usage error."""
+    dtype = df.schema[column].dataType
+    quoted = F.col("`" + column.replace("`", "``") + "`")
+    if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, (T.FloatType, T.DoubleType)):
+        return quoted
+    if isinstance(dtype, VectorUDT):
+        return vector_to_array(quoted, "float64")
+    raise UsageError(f"{what} column {column} must be array<float>, array<double> or a pyspark.ml Vector, "
+                     f"got {dtype.simpleString()}")
 
 
 def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise UsageError(f"{what} has no column(s) {', '.join(missing)}; it has {', '.join(df.columns)}")
-
-
-def _require_vector_type(df: DataFrame, column: str, what: str) -> None:
-    dtype = df.schema[column].dataType
-    if not (isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, (T.FloatType, T.DoubleType))):
-        raise UsageError(f"{what} column {column} must be array<float> or array<double>, got {dtype.simpleString()}")
 
 
 @dataclass(frozen=True)
@@ -65,14 +108,12 @@ def class_column(classes: DataFrame, view: View) -> str:
     )
 
 
-def load_classes(spark: SparkSession, path: str, views: list[View]) -> dict[str, ClassTable]:
+def load_classes(spark: SparkSession, path: str, views: list[View], fmt: str | None = None) -> dict[str, ClassTable]:
     """Collect and check the (small) classes table; every problem here is fatal."""
-    classes = read_parquet(spark, path, "classes")
+    classes = read_source(spark, path, "classes", fmt)
     require_columns(classes, [CLASS_ID], f"classes table {path}")
     columns = {v.name: class_column(classes, v) for v in views}
-    for column in columns.values():
-        _require_vector_type(classes, column, "classes")
-    rows = classes.select(CLASS_ID, *sorted(set(columns.values()))).toPandas()
+    rows = classes.select(CLASS_ID, *[vector_column(classes, c, "classes").alias(c) for c in sorted(set(columns.values()))]).toPandas()
     ids = rows[CLASS_ID]
     if ids.isna().any():
         raise UsageError(f"classes table {path} has a null class_id")
@@ -102,27 +143,11 @@ def load_classes(spark: SparkSession, path: str, views: list[View]) -> dict[str,
     return out
 
 
-DUPLICATE = "_duplicate"  # true where the row's item_id occurs more than once in the input
-_BROADCAST_IDS = 1_000_000
-
-
-def mark_duplicates(items: DataFrame, views: list[View]) -> DataFrame:
-    """The items' rows, unchanged, plus DUPLICATE. Finding repeats shuffles only the ids; the
-    marking is a broadcast join when they are few, and a constant when there are none."""
-    require_columns(items, [ITEM_ID] + [v.column for v in views], "items table")
-    for view in views:
-        _require_vector_type(items, view.column, "items")
-    duplicated = items.where(F.col(ITEM_ID).isNotNull()).groupBy(ITEM_ID).count().where(F.col("count") > 1)
-    n_duplicated = duplicated.count()
-    if n_duplicated == 0:
-        return items.withColumn(DUPLICATE, F.lit(False))
-    flags = duplicated.select(ITEM_ID, F.lit(True).alias(DUPLICATE))
-    joined = items.join(F.broadcast(flags) if n_duplicated <= _BROADCAST_IDS else flags, ITEM_ID, "left")
-    return joined.select(*items.columns, F.coalesce(F.col(DUPLICATE), F.lit(False)).alias(DUPLICATE))
+DUPLICATE = "_duplicate"  # true where the row's item_id occurs more than once in the input (transform.py)
 
 
 def batch_reasons(batch: pa.RecordBatch, checks: list[tuple[str, str, int]]) -> pa.Array:
-    """validate.row_reasons for a batch of mark_duplicates' output; checks: (view, column, dim)."""
+    """validate.row_reasons for a batch holding ITEM_ID, DUPLICATE and the view columns; checks: (view, column, dim)."""
     column = batch.schema.get_field_index
     return row_reasons(
         batch.column(column(ITEM_ID)),
@@ -165,7 +190,8 @@ def require_rows(df: DataFrame, what: str) -> None:
 def check_item_dims(items: DataFrame, views: list[View], dims: dict[str, int]) -> None:
     """Fail fast when the items' vectors have another length than the classes' (the first row tells)."""
     for view in views:
-        first = items.where(F.col(view.column).isNotNull()).select(F.size(view.column).alias("d")).limit(1).collect()
+        vectors = vector_column(items, view.column, "items")
+        first = items.where(vectors.isNotNull()).select(F.size(vectors).alias("d")).limit(1).collect()
         if first and first[0]["d"] != dims[view.name]:
             raise UsageError(
                 f"view {view.name}: items column {view.column} has {first[0]['d']}-d vectors "

@@ -1,32 +1,39 @@
 """The model directory: plain Parquet and JSON a user can open with Spark or pandas.
 
+MODEL_DIR/metadata/        one JSON line: pyspark.ml's metadata (class, uid, Params) plus
+                           "pairspark": views, class order, fits, counts, versions
 MODEL_DIR/stats.parquet    view, class_id, count, sum, sumsq, m2   (confident subset, float64)
 MODEL_DIR/masks.parquet    view, class_a, class_b, dims           (class_a < class_b, dims sorted)
 MODEL_DIR/classes.parquet  view, class_index, class_id, vector    (unit prompt vectors used)
 MODEL_DIR/scorers.parquet  view, method, class_id, weights, quad, bias (fitted iterative methods,
-                           core/refine.Scorer; prompt_weight and temperature in meta.json)
-MODEL_DIR/meta.json        settings, views, class order, inputs, counts, versions
+                           core/scorers.Scorer; prompt_weight and temperature in the metadata)
+
+Everything is written and read through DataFrames only (no SparkContext, JVM gateway or Hadoop
+FileSystem call), so a model saves and loads the same way on a classic and a Spark Connect
+session. The metadata has the layout of pyspark.ml's DefaultParamsWriter, so a Pipeline holding
+the model saves and loads it like any stage. The CLI also writes MODEL_DIR/meta.json, a readable
+copy of the "pairspark" part.
 """
 
 from __future__ import annotations
 
-import tempfile
+import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pyarrow.compute as pc
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs
-from pairspark.core.refine import Scorer
+from pairspark.core.scorers import Scorer
 from pairspark.core.tournament import pair_index
 from pairspark.core.model import ViewModel
 from pairspark.core.stats import ClassMoments
 from pairspark.errors import UsageError
 from pairspark.spark.io import read_parquet
-from pairspark.spark.storage import FileSystem
+from pairspark.spark.compat import create_frame, to_arrow
 
 _STATS = T.StructType(
     [
@@ -56,30 +63,27 @@ _CLASSES = T.StructType(
 )
 
 
-def _write_small(spark: SparkSession, rows: list[tuple], schema: T.StructType, path: str) -> None:
-    spark.createDataFrame(rows, schema).coalesce(1).write.mode("errorifexists").parquet(path)
+def _write_table(spark: SparkSession, table: pa.Table, schema: T.StructType, path: str, mode: str) -> None:
+    create_frame(spark, table, schema).coalesce(1).write.mode(mode).parquet(path)
 
 
-def _write_arrow(spark: SparkSession, table: pa.Table, path: str) -> None:
-    """One Parquet part written by pyarrow on the driver and uploaded: at 1,000 classes the masks
-    are ~1 GB of Spark rows, too much to push through the driver JVM's heap."""
-    with tempfile.TemporaryDirectory(prefix="pairspark-") as tmp:
-        local = f"{tmp}/part-00000.parquet"
-        pq.write_table(table, local)
-        FileSystem(spark).copy_from_local(local, f"{path}/part-00000.parquet")
+def _read_table(spark: SparkSession, path: str, what: str) -> pa.Table:
+    return to_arrow(read_parquet(spark, path, what))
 
 
-def _read_arrow(spark: SparkSession, path: str, what: str) -> pa.Table:
-    fs = FileSystem(spark)
-    parts = [n for n in fs.list_names(path) if n.endswith(".parquet")] if fs.exists(path) else []
-    if not parts:
-        raise UsageError(f"cannot read {what} from {path}: no Parquet files")
-    with tempfile.TemporaryDirectory(prefix="pairspark-") as tmp:
-        tables = []
-        for name in parts:
-            fs.copy_to_local(f"{path}/{name}", f"{tmp}/{name}")
-            tables.append(pq.read_table(f"{tmp}/{name}"))
-        return pa.concat_tables(tables)
+def write_metadata(spark: SparkSession, metadata: dict, path: str, mode: str) -> None:
+    text = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
+    spark.createDataFrame([(text,)], "value string").coalesce(1).write.mode(mode).text(f"{path}/metadata")
+
+
+def read_metadata(spark: SparkSession, path: str) -> dict:
+    try:
+        first = spark.read.text(f"{path}/metadata").first()
+    except AnalysisException:
+        first = None
+    if first is None:
+        raise UsageError(f"{path} is not a pairspark model directory (no metadata); fit one first")
+    return json.loads(first[0])
 
 
 def _masks_table(v: ViewModel) -> pa.Table:
@@ -113,6 +117,11 @@ def _read_masks(masks: pa.Table, view: str, index: dict[str, int], dim: int, pat
     return PairMasks(offsets - offsets[0], flat[offsets[0] : offsets[-1]].astype(np.uint16)).compact(dim)
 
 
+_SCORERS_SPARK = T.StructType([
+    T.StructField("view", T.StringType()), T.StructField("method", T.StringType()), T.StructField("class_id", T.StringType()),
+    T.StructField("weights", T.ArrayType(T.DoubleType())), T.StructField("quad", T.ArrayType(T.DoubleType())),
+    T.StructField("bias", T.DoubleType()),
+])
 _SCORERS = pa.schema([("view", pa.string()), ("method", pa.string()), ("class_id", pa.string()),
                       ("weights", pa.list_(pa.float64())), ("quad", pa.list_(pa.float64())), ("bias", pa.float64())])
 
@@ -145,48 +154,69 @@ def _read_scorers(table: pa.Table, view: str, class_ids: list[str], settings: di
     return out
 
 
-def save_model(spark: SparkSession, views: list[ViewModel], meta: dict, path: str) -> None:
-    """Write into `path` (a fresh staging directory, see storage.atomic_output)."""
-    stats, masks, classes = [], [], []
+def _stats_table(views: list[ViewModel]) -> pa.Table:
+    columns: dict[str, list] = {f.name: [] for f in _STATS}
     for v in views:
         m = v.moments
-        sums, sumsq = m.sums, m.sumsq
-        for c, cid in enumerate(v.class_ids):
-            stats.append((v.name, cid, int(m.count[c]), sums[c].tolist(), sumsq[c].tolist(), m.m2[c].tolist()))
-            classes.append((v.name, c, cid, v.class_vectors[c].astype(float).tolist()))
-        masks.append(_masks_table(v))
-    _write_small(spark, stats, _STATS, f"{path}/stats.parquet")
-    _write_arrow(spark, pa.concat_tables(masks), f"{path}/masks.parquet")
-    _write_small(spark, classes, _CLASSES, f"{path}/classes.parquet")
-    _write_arrow(spark, _scorers_table(views), f"{path}/scorers.parquet")
-    FileSystem(spark).write_json(f"{path}/meta.json", meta)
+        columns["view"] += [v.name] * v.n_classes
+        columns["class_id"] += v.class_ids
+        columns["count"] += [int(c) for c in m.count]
+        columns["sum"] += list(m.sums)
+        columns["sumsq"] += list(m.sumsq)
+        columns["m2"] += list(m.m2)
+    return pa.table({k: columns[k] for k in columns}, schema=_arrow_schema(_STATS))
+
+
+def _classes_table(views: list[ViewModel]) -> pa.Table:
+    columns: dict[str, list] = {f.name: [] for f in _CLASSES}
+    for v in views:
+        columns["view"] += [v.name] * v.n_classes
+        columns["class_index"] += list(range(v.n_classes))
+        columns["class_id"] += v.class_ids
+        columns["vector"] += list(v.class_vectors.astype(np.float32))
+    return pa.table(columns, schema=_arrow_schema(_CLASSES))
+
+
+def _arrow_schema(schema: T.StructType) -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(schema)
+
+
+def save_model(spark: SparkSession, views: list[ViewModel], metadata: dict, path: str, overwrite: bool = False) -> None:
+    """Write the model's tables and metadata under `path` (each part replaced with overwrite)."""
+    mode = "overwrite" if overwrite else "error"
+    _write_table(spark, _stats_table(views), _STATS, f"{path}/stats.parquet", mode)
+    _write_table(spark, pa.concat_tables([_masks_table(v) for v in views]), _MASKS, f"{path}/masks.parquet", mode)
+    _write_table(spark, _classes_table(views), _CLASSES, f"{path}/classes.parquet", mode)
+    _write_table(spark, _scorers_table(views), _SCORERS_SPARK, f"{path}/scorers.parquet", mode)
+    write_metadata(spark, metadata, path, mode)
 
 
 def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
-    fs = FileSystem(spark)
-    if not fs.exists(f"{path}/meta.json"):
-        raise UsageError(f"{path} is not a pairspark model directory (no meta.json); run `pairspark fit` first")
-    meta = fs.read_json(f"{path}/meta.json")
-    stats = read_parquet(spark, f"{path}/stats.parquet", "model statistics").toPandas()
-    masks = _read_arrow(spark, f"{path}/masks.parquet", "model masks")
-    classes = read_parquet(spark, f"{path}/classes.parquet", "model classes").toPandas()
-    # models written before scorers.parquet existed hold no iterative method
-    scorers = _read_arrow(spark, f"{path}/scorers.parquet", "model scorers") if fs.exists(f"{path}/scorers.parquet") else _SCORERS.empty_table()
-    mask_settings = MaskSettings(**{k: meta["settings"][k] for k in ("ratio_threshold", "min_dims", "max_dims", "min_class_count")})
+    """(view models, the whole metadata) of a model directory."""
+    metadata = read_metadata(spark, path)
+    meta = metadata.get("pairspark")
+    if not meta:
+        raise UsageError(f"{path} holds no pairspark model (its metadata has no 'pairspark' part)")
+    stats = _read_table(spark, f"{path}/stats.parquet", "model statistics").to_pandas()
+    masks = _read_table(spark, f"{path}/masks.parquet", "model masks")
+    classes = _read_table(spark, f"{path}/classes.parquet", "model classes").to_pandas()
+    scorers = _read_table(spark, f"{path}/scorers.parquet", "model scorers")
+    mask_settings = MaskSettings(**meta["mask_settings"])
     views = []
     for view in meta["views"]:
         name = view["name"]
         vc = classes[classes["view"] == name].sort_values("class_index")
         class_ids = list(vc["class_id"])
         if class_ids != view["class_ids"]:
-            raise UsageError(f"model {path} is inconsistent: classes.parquet and meta.json disagree for view {name}")
+            raise UsageError(f"model {path} is inconsistent: classes.parquet and the metadata disagree for view {name}")
         index = {c: i for i, c in enumerate(class_ids)}
         vs = stats[stats["view"] == name].assign(i=lambda d: d["class_id"].map(index)).sort_values("i")
         count = vs["count"].to_numpy(np.int64)
         sums = np.stack(vs["sum"].to_numpy()).astype(np.float64)
         mean = np.where(count[:, None] > 0, sums / np.maximum(count, 1)[:, None], 0.0)
         moments = ClassMoments(count, mean, np.stack(vs["m2"].to_numpy()).astype(np.float64))
-        view_masks = _read_masks(masks, name, index, int(view["dim"]), path)
         views.append(
             ViewModel(
                 name=name,
@@ -194,13 +224,13 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
                 class_ids=class_ids,
                 class_vectors=np.stack(vc["vector"].to_numpy()).astype(np.float32),
                 moments=moments,
-                masks=view_masks,
+                masks=_read_masks(masks, name, index, int(view["dim"]), path),
                 min_margin_used=float(view["min_margin_used"]),
                 mask_settings=mask_settings,
                 scorers=_read_scorers(scorers, name, class_ids, view.get("scorers", {}), path),
             )
         )
-    return views, meta
+    return views, metadata
 
 
 def model_view_meta(v: ViewModel, confident_items: int) -> dict:

@@ -1,0 +1,218 @@
+"""The method registry: every classification method is one `Method` entry here.
+
+An entry says how the method predicts a batch of one view (class indices, and per-class scores
+where the method has them: the confidence work builds on those) and, for the methods that learn
+from the items, how it fits: a loop over full passes through the items, written against the
+`Passes` protocol (one pass = the sum of a labeller's LabelStats over every valid item). The
+Spark layer implements `Passes` with one distributed job per pass (spark/passes.py); the tests
+implement it over an in-memory array. So this module stays pure numpy, and adding a method is
+one entry plus its tests: nothing else lists the methods.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from pairspark.core.cosine import BaseAssignment
+from pairspark.core.scorers import (
+    LabelStats,
+    Scorer,
+    centroid_scorer,
+    cotrain_targets,
+    lda_scorer,
+    margin_threshold,
+    ovr_predict,
+    softmax,
+    top_margin,
+    transductive_initial,
+    transductive_scorer,
+)
+from pairspark.core.stats import ClassMoments
+from pairspark.core.tournament import play_round_robin, play_tournament
+from pairspark.errors import UsageError
+
+if TYPE_CHECKING:
+    from pairspark.core.model import ViewModel
+
+log = logging.getLogger("pairspark")
+
+CENTROID_ITERATIONS = 3
+TRANSDUCTIVE_ITERATIONS = 10
+COTRAIN_MAX_ITERATIONS = 10
+# cotrain stops early once its training class counts move by at most this share of the items
+COTRAIN_TOLERANCE = 0.001
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One view of a batch of valid items, as every method sees it."""
+
+    x_unit: np.ndarray  # (n, D) float64 unit rows
+    base: BaseAssignment  # cosines to the prompts and their argmax
+    keys: np.ndarray  # (n,) uint64 bracket keys (xxhash64 of seed and item_id)
+    top: np.ndarray | None  # (n, k) candidate classes when the bracket is limited, else None
+
+
+# (labels (n,), per-class scores (n, C) or None for methods that only name a winner)
+Prediction = tuple[np.ndarray, "np.ndarray | None"]
+# (unit rows per view, base cosines per view) -> LabelStats per view
+Labeller = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, LabelStats]]
+
+
+class Passes(Protocol):
+    """What a fit loop may ask of the items (all of them valid rows)."""
+
+    def stats(self, labeller: Labeller) -> dict[str, LabelStats]:
+        """One pass: the sum over every item of labeller's LabelStats, per view."""
+
+    def sample(self) -> dict[str, np.ndarray]:
+        """Unit rows per view of a fixed random subset of the items (the same on every call)."""
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """Everything a fit loop starts from, besides the passes."""
+
+    views: list[str]
+    class_vectors: dict[str, np.ndarray]  # (C, D) unit prompt vectors per view
+    moments: dict[str, ClassMoments]  # confident base subset per view
+    margins: dict[str, float]  # base margin threshold of the confident subset per view
+    valid_items: int
+    confident_share: float  # the share of least confident items a quantile min_margin drops
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str
+    predict: Callable[[ViewModel, Batch], Prediction]
+    # iterative methods: (passes, context) -> (scorer per view, passes used); None: nothing to fit
+    # beyond the confident statistics and masks every model has
+    fit: Callable[[Passes, FitContext], tuple[dict[str, Scorer], int]] | None = None
+    min_views: int = 1
+
+    @property
+    def iterative(self) -> bool:
+        return self.fit is not None
+
+
+def _scored(scorer: Scorer, batch: Batch) -> Prediction:
+    scores = scorer.scores(batch.x_unit, batch.base.cosines)
+    labels = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
+    return labels, scores
+
+
+def _fitted(name: str) -> Callable[[ViewModel, Batch], Prediction]:
+    return lambda model, batch: _scored(model.scorers[name], batch)
+
+
+def fit_centroid(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], int]:
+    """Iteration 1 from the confident base subset's means, then re-assign every item by cosine to
+    the new centroids and re-average, CENTROID_ITERATIONS in all."""
+    scorers = {n: centroid_scorer(LabelStats(ctx.moments[n].count.astype(float), ctx.moments[n].sums,
+                                             np.zeros_like(ctx.moments[n].sums), np.zeros((0, 0))), ctx.class_vectors[n])
+               for n in ctx.views}
+    for _ in range(CENTROID_ITERATIONS - 1):
+        current = dict(scorers)
+
+        def labeller(xs, cosines, current=current):
+            return {n: LabelStats.from_labels(x, current[n].predict(x, cosines[n]), len(current[n].bias)) for n, x in xs.items()}
+
+        stats = passes.stats(labeller)
+        scorers = {n: centroid_scorer(stats[n], ctx.class_vectors[n]) for n in ctx.views}
+    return scorers, CENTROID_ITERATIONS - 1
+
+
+def fit_transductive(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], int]:
+    """EM: z from the text prior, then TRANSDUCTIVE_ITERATIONS (M-step, E-step) rounds."""
+    current: dict[str, Scorer] | None = None
+    for _ in range(TRANSDUCTIVE_ITERATIONS):
+
+        def labeller(xs, cosines, current=current):
+            return {n: LabelStats.from_weights(x, transductive_initial(cosines[n]) if current is None
+                                               else softmax(current[n].scores(x, cosines[n]))) for n, x in xs.items()}
+
+        stats = passes.stats(labeller)
+        current = {n: transductive_scorer(stats[n]) for n in ctx.views}
+    return current, TRANSDUCTIVE_ITERATIONS
+
+
+def fit_cotrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], int]:
+    """Co-training of two per-view discriminants (core/scorers.py). Round 1 labels by base cosine
+    with the fit's base margin thresholds; each later round labels with the previous round's
+    discriminants, confidence threshold = the confident_share quantile of their margins on a fixed
+    sample. Stops when the trained class counts settle or after COTRAIN_MAX_ITERATIONS passes."""
+    names = list(ctx.views)
+    sample = passes.sample()
+    sample_cos = {n: sample[n] @ np.asarray(ctx.class_vectors[n], np.float64).T for n in names}
+    current: dict[str, Scorer] | None = None
+    thresholds = [ctx.margins[n] for n in names]
+    previous_counts = None
+    passes_used = 0
+    for passes_used in range(1, COTRAIN_MAX_ITERATIONS + 1):
+
+        def labeller(xs, cosines, current=current, thresholds=thresholds):
+            scores = [cosines[n] if current is None else current[n].scores(xs[n], cosines[n]) for n in names]
+            targets = cotrain_targets([s.argmax(axis=1) for s in scores], [top_margin(s) for s in scores], thresholds)
+            return {n: LabelStats.from_labels(xs[n], label, cosines[n].shape[1], keep, with_scatter=True)
+                    for n, (label, keep) in zip(names, targets)}
+
+        stats = passes.stats(labeller)
+        if not stats or min(stats[n].weight.sum() for n in names) == 0:
+            raise UsageError("cotrain: no item to learn from (the views agree on none and neither is confident)")
+        current = {n: lda_scorer(stats[n]) for n in names}
+        thresholds = [margin_threshold(top_margin(current[n].scores(sample[n], sample_cos[n])), ctx.confident_share)
+                      for n in names]
+        counts = np.concatenate([stats[n].weight for n in names])
+        moved = None if previous_counts is None else float(np.abs(counts - previous_counts).sum())
+        log.info("cotrain pass %d: trained on %s items%s", passes_used, "/".join(str(int(stats[n].weight.sum())) for n in names),
+                 "" if moved is None else f", class counts moved by {int(moved)}")
+        if moved is not None and moved <= COTRAIN_TOLERANCE * max(ctx.valid_items, 1):
+            break
+        previous_counts = counts
+    return current, passes_used
+
+
+def _entry(*methods: Method) -> dict[str, Method]:
+    return {m.name: m for m in methods}
+
+
+REGISTRY: dict[str, Method] = _entry(
+    Method("base", "argmax cosine to the class prompts (METHOD.md step 1)",
+           lambda model, batch: (batch.base.best, batch.base.cosines)),
+    Method("pairwise", "the seed's tournament: each match on the dims that separate that pair (METHOD.md)",
+           lambda model, batch: (play_tournament(batch.x_unit, model.vectors64, model.masks, model.coefficients,
+                                                 batch.keys, batch.top), None)),
+    Method("ovr", "cosine on each class's one-vs-rest dims",
+           lambda model, batch: (ovr_predict(batch.x_unit, model.vectors64, model.ovr_keep), None)),
+    Method("roundrobin", "every pair's match played; most wins, ties by base cosine",
+           lambda model, batch: (play_round_robin(batch.x_unit, model.vectors64, model.masks, model.coefficients,
+                                                  batch.base.cosines, batch.top), None)),
+    Method("centroid", "prototypes re-estimated from the items each class wins", _fitted("centroid"), fit_centroid),
+    Method("gnb", "Gaussian naive Bayes on the confident subset", lambda model, batch: _scored(model.gnb, batch)),
+    Method("transductive", "TransCLIP-style Gaussian EM with the prompt prior", _fitted("transductive"),
+           fit_transductive),
+    Method("cotrain", "two views teach each other a shrunk-covariance discriminant (the default's answer)",
+           _fitted("cotrain"), fit_cotrain, min_views=2),
+)
+METHODS = tuple(REGISTRY)
+# NAME_class comes from the first of these that ran (docs/RESULTS.md says why cotrain leads)
+PRIMARY_ORDER = ("cotrain", "pairwise")
+
+
+def primary_method(methods) -> str:
+    """The method whose answer becomes NAME_class."""
+    return next((m for m in PRIMARY_ORDER if m in methods), methods[0])
+
+
+def default_methods(n_views: int) -> tuple[str, ...]:
+    return tuple(m for m in ("base", "pairwise", "cotrain") if REGISTRY[m].min_views <= n_views)
+
+
+def iterative(methods) -> tuple[str, ...]:
+    return tuple(m for m in methods if REGISTRY[m].iterative)

@@ -1,0 +1,118 @@
+"""The model's transform as one lazy column expression: a scalar Arrow UDF returning a struct.
+
+Only what the math needs crosses to Python (item_id, the bracket key, the duplicate flag and the
+view vectors); every input column stays in the JVM and is kept as it is. The fitted views travel
+in the UDF's closure (prepared on the driver: pair coefficients, masks, scorers), which works the
+same on a classic and on a Spark Connect session; nothing is broadcast through a SparkContext and
+no session setting is changed. Building the expression runs no Spark job.
+
+Per row the struct holds, for every view, NAME_<method> per method, NAME_class (the primary
+method's answer), NAME_base_cosine and NAME_margin, then `reason`: why the row could not be
+classified (core/validate.py; its answers are then null), null for a valid row. A quarantine
+is therefore a `where` on `reason`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pairspark.core.methods import primary_method
+from pairspark.core.model import ViewModel
+from pairspark.core.validate import row_reasons
+from pairspark.errors import UsageError
+from pairspark.spark.compat import arrow_scalar_udf
+from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, batch_matrix, class_names, vector_column
+
+_ANSWERS = "_pairspark_answers"
+
+
+def _col(name: str) -> Column:
+    """A column by its exact name (names holding dots or spaces are not paths here)."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def answer_fields(views: list[ViewModel], methods: tuple[str, ...]) -> list[T.StructField]:
+    """The columns transform adds, in order (REASON last)."""
+    fields = []
+    for view in views:
+        fields += [T.StructField(f"{view.name}_{m}", T.StringType()) for m in methods]
+        fields += [T.StructField(f"{view.name}_class", T.StringType()), T.StructField(f"{view.name}_base_cosine", T.FloatType()),
+                   T.StructField(f"{view.name}_margin", T.FloatType())]
+    return fields + [T.StructField(REASON, T.StringType())]
+
+
+def bracket_key(seed: int) -> Column:
+    """xxhash64(seed, item_id) computed in the JVM: stable across processes, unlike Python's hash()."""
+    return F.xxhash64(F.lit(int(seed)), F.col(ITEM_ID).cast("string"))
+
+
+def with_duplicate_flag(items: DataFrame) -> DataFrame:
+    """The items plus DUPLICATE (true where the item_id occurs more than once), lazily: the repeated
+    ids are found by an aggregation of the id column alone and broadcast to the join, so the item
+    rows themselves are never shuffled."""
+    repeated = (items.where(F.col(ITEM_ID).isNotNull()).groupBy(ITEM_ID).count().where(F.col("count") > 1)
+                .select(ITEM_ID, F.lit(True).alias(DUPLICATE)))
+    joined = items.join(F.broadcast(repeated), ITEM_ID, "left")
+    return joined.select(*[_col(c) for c in items.columns], F.coalesce(F.col(DUPLICATE), F.lit(False)).alias(DUPLICATE))
+
+
+def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int,
+                   vectors: list[Column] | None = None) -> Column:
+    """The struct of answer_fields for each row of a frame holding ITEM_ID, DUPLICATE and the views'
+    vectors (`vectors`: one array<float|double> expression per view; default: the views' columns)."""
+    for view in views:
+        view.prepare(methods)
+    primary = primary_method(methods)
+    fields = answer_fields(views, methods)
+    struct_type = T.StructType(fields)
+    arrow_fields = [pa.field(f.name, pa.string() if isinstance(f.dataType, T.StringType) else pa.float32()) for f in fields]
+
+    def classify(ids: pa.Array, keys: pa.Array, duplicate: pa.Array, *vectors: pa.Array) -> pa.StructArray:
+        n = len(ids)
+        reasons = row_reasons(ids, [(v.name, col, v.dim) for v, col in zip(views, vectors)], duplicate)
+        valid = pc.is_null(reasons)
+        all_valid = reasons.null_count == n
+        # positions of the valid rows in the classified subset; -1 (null) for the others
+        if all_valid:
+            spread = None
+        else:
+            valid_np = valid.to_numpy(zero_copy_only=False)
+            position = np.full(n, -1, np.int64)
+            position[valid_np] = np.arange(int(valid_np.sum()))
+            spread = pa.array(position, mask=position < 0)
+        item_keys = (keys if all_valid else keys.filter(valid)).to_numpy(zero_copy_only=False).view(np.uint64)
+        arrays: list[pa.Array] = []
+        for view, column in zip(views, vectors):
+            column = column if all_valid else column.filter(valid)
+            x = batch_matrix(pa.RecordBatch.from_arrays([column], [view.column]), view.column, view.dim)
+            answers = view.classify(x, item_keys, methods, candidates, margin_of=primary)
+            subset = [class_names(view.class_ids, answers[m]) for m in methods]
+            subset += [class_names(view.class_ids, answers[primary]), pa.array(answers["base_cosine"], pa.float32()),
+                       pa.array(answers["margin"].astype(np.float32), pa.float32())]
+            arrays += subset if spread is None else [a.take(spread) for a in subset]
+        arrays.append(reasons)
+        return pa.StructArray.from_arrays(arrays, fields=arrow_fields)
+
+    udf = arrow_scalar_udf(classify, struct_type)
+    vectors = vectors or [_col(v.column) for v in views]
+    return udf(F.col(ITEM_ID).cast("string"), bracket_key(seed), F.col(DUPLICATE), *vectors)
+
+
+def transform_items(items: DataFrame, views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int) -> DataFrame:
+    """The items, every column kept, plus answer_fields. Lazy: no Spark job runs here."""
+    missing = [c for c in [ITEM_ID, *dict.fromkeys(v.column for v in views)] if c not in items.columns]
+    if missing:
+        raise UsageError(f"the items have no column(s) {', '.join(missing)}; they have {', '.join(items.columns)}")
+    vectors = [vector_column(items, view.column, "items") for view in views]
+    added = [f.name for f in answer_fields(views, methods)]
+    clash = [c for c in added if c in items.columns]
+    if clash:
+        raise UsageError(f"the items already have the output column(s) {', '.join(clash)}: rename or drop them first")
+    marked = with_duplicate_flag(items)
+    answered = marked.select(*[_col(c) for c in items.columns], answers_column(views, methods, seed, candidates, vectors).alias(_ANSWERS))
+    return answered.select(*[_col(c) for c in items.columns], *[F.col(_ANSWERS)[name].alias(name) for name in added])
