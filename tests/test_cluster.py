@@ -153,8 +153,9 @@ class Cluster:
                 pass
             self.procs[name].wait(timeout=30)
         # the unpacked archives (~630 MB per executor, and the driver's); the logs stay
-        for env in [*self.workdir.glob("work*/app-*/*/env"), self.workdir / "driver-env"]:
-            shutil.rmtree(env, ignore_errors=True)
+        envs = [str(p) for p in [*self.workdir.glob("work*/app-*/*/env"), self.workdir / "driver-env"] if p.exists()]
+        if envs:
+            subprocess.run(["rm", "-rf", "--", *envs], check=False, timeout=600)
 
 
 class PythonWatcher(threading.Thread):
@@ -243,6 +244,18 @@ def _local_reference(tmp_path: Path, items: str, classes: str) -> Path:
     return out
 
 
+def _classifying(folder: Path, name: str) -> bool:
+    """The run writing `folder/name` (into it, or into its own name.staging-* folder beside it) has
+    begun writing its quarantine or predictions."""
+    for run in folder.glob(f"{name}*"):
+        try:
+            if any(p.name.startswith(("quarantine", "predictions")) for p in run.iterdir()):
+                return True
+        except OSError:  # not a folder, or renamed meanwhile
+            continue
+    return False
+
+
 @pytest.mark.slow
 def test_spark_submit_with_the_env_archive_on_a_standalone_cluster_survives_a_killed_worker(cluster, env_archive, tmp_path):
     items, classes, _ = make_catalog(60_000, 64, 12, seed=8)
@@ -296,15 +309,11 @@ def test_spark_submit_with_the_env_archive_on_a_standalone_cluster_survives_a_ki
     out = tmp_path / "killed"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and job.poll() is None:
-        # classifying: the run (in OUT, or in its own OUT.staging-* folder) has begun writing its
-        # quarantine or predictions
-        if any(p.name.startswith(("quarantine", "predictions"))
-               for run in tmp_path.glob(f"{out.name}*") if run.is_dir() for p in run.iterdir()):
+        if _classifying(tmp_path, out.name):
             break
         time.sleep(0.05)
     assert job.poll() is None, "the job ended before the worker could be killed"
     cluster.kill("worker1")
     assert job.wait(timeout=900) == 0, (tmp_path / "submit-killed.log").read_text()[-4000:]
     assert _content(out / "predictions") == _content(local / "predictions")
-    log = (tmp_path / "submit-killed.log").read_text()
-    assert "Lost executor" in log or "lost" in log.lower()
+    assert "Lost executor" in (tmp_path / "submit-killed.log").read_text()  # and not in run 1's

@@ -27,6 +27,7 @@ from pairspark.errors import UsageError
 from pairspark.core.methods import COTRAIN_MAX_ITERATIONS, COTRAIN_TOLERANCE, TRANSDUCTIVE_ITERATIONS
 from tests.synthetic import make_catalog, write_catalog
 
+pytestmark = pytest.mark.pyspark35  # also run on pyspark 3.5 by scripts/test
 VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]
 ALL = "base,pairwise,ovr,roundrobin,centroid,gnb,transductive,cotrain"
 

@@ -15,6 +15,7 @@ from pairspark import PairwiseTournamentClassifier, PairwiseTournamentModel
 from tests.conftest import shared_set
 from tests.synthetic import make_catalog, write_bad_catalog, write_catalog
 
+pytestmark = pytest.mark.pyspark35  # also run on pyspark 3.5 by scripts/test
 ROOT = Path(__file__).resolve().parents[1]
 
 

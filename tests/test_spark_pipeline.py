@@ -16,6 +16,7 @@ from pairspark.errors import UsageError
 from pairspark.spark.publish import atomic_output
 from tests.synthetic import make_catalog, write_bad_catalog, write_catalog
 
+pytestmark = pytest.mark.pyspark35  # also run on pyspark 3.5 by scripts/test
 VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]
 
 

@@ -152,7 +152,7 @@ def test_fitted_model_round_trip_through_mlflow_spark(spark, store):
 
 
 @pytest.mark.slow
-def test_a_cli_run_is_logged_with_params_metrics_artifacts_and_the_model(store, spark):
+def test_a_cli_run_is_logged_with_params_metrics_artifacts_and_the_model(store, spark, monkeypatch):
     import os
     import subprocess
     from pathlib import Path
@@ -167,6 +167,7 @@ def test_a_cli_run_is_logged_with_params_metrics_artifacts_and_the_model(store, 
                "--methods", "base,pairwise", "--master", "local[2]", "--experiment", "nightly"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the CLI's process set it for itself
     client = _client()
     (run,) = client.search_runs([client.get_experiment_by_name("nightly").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["pairspark.command"] == "run"
