@@ -36,7 +36,8 @@ from pairspark.spark.publish import FileSystem, atomic_output, output_lock, publ
 
 log = logging.getLogger("pairspark")
 
-PREDICTIONS_INFO = "_pairspark.json"  # '_' prefix: ignored by Spark, pandas and pyarrow readers
+PREDICTIONS_INFO = "_pairspark.json"
+_ID, _LABEL = "_pairspark_item_id", "_pairspark_label"  # classify's persisted result: id and label of every row  # '_' prefix: ignored by Spark, pandas and pyarrow readers
 
 
 @contextmanager
@@ -162,8 +163,16 @@ def classify(
         views = [View(v.name, v.column) for v in model.view_models]
         require_columns(items, [ITEM_ID, *[v.column for v in views]], "items table")
         check_item_dims(items, views, {v.name: v.dim for v in model.view_models})
-        # one pass, persisted: predictions for the valid rows, the input row and its reason for the rest
-        result = model.transform(items).persist(StorageLevel.MEMORY_AND_DISK)
+        # one pass, persisted: the answers of every row, and the input row only where it is set
+        # aside (a valid row's input columns are nulled: persisting every vector would hold the
+        # whole catalog in memory and on disk again)
+        answered = model.transform(items)
+        answers = [f.name for f in answer_fields(model.view_models, model.run_methods)]
+        set_aside = F.col(REASON).isNotNull()
+        result = answered.select(
+            F.col(ITEM_ID).cast("string").alias(_ID), *([F.col(label_col).cast("string").alias(_LABEL)] if label_col else []),
+            *[F.when(set_aside, F.col(f"`{c}`")).alias(c) for c in items.columns], *answers,
+        ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             info = _publish_classified(spark, result, items.columns, model, settings, label_col, items_path, model_dir, out,
                                        quarantine_out)
@@ -197,9 +206,9 @@ def _publish_classified(spark, result, input_columns, model, settings, label_col
     # Hash by item_id into a fixed number of files, sorted: the same bytes whatever the input
     # partitioning or row order (the tournament itself never depends on them).
     answers = [f.name for f in answer_fields(views, methods) if f.name != REASON]
-    label = [F.col(label_col).cast("string").alias(label_col)] if label_col else []
+    label = [F.col(_LABEL).alias(label_col)] if label_col else []
     predictions = (
-        result.where(F.col(REASON).isNull()).select(F.col(ITEM_ID).cast("string").alias(ITEM_ID), *label, *answers)
+        result.where(F.col(REASON).isNull()).select(F.col(_ID).alias(ITEM_ID), *label, *answers)
         .repartition(settings.output_files, ITEM_ID).sortWithinPartitions(ITEM_ID)
     )
     marker = {}
