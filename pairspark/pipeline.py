@@ -18,6 +18,7 @@ import pyspark
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from pairspark import __version__, tracking
 from pairspark.config import Settings, parse_binary
@@ -29,6 +30,7 @@ from pairspark.progress import progress
 from pairspark.spark.transform import answer_fields
 from pairspark.views import View, format_views
 from pairspark.report import SUSPECTS_SHOWN, render_report
+from pairspark.spark.compat import create_frame
 from pairspark.spark.audit import audit_predictions, diff_predictions, with_item_columns
 from pairspark.spark.evaluate import evaluate_predictions
 from pairspark.spark.io import ITEM_ID, REASON, TABLE_PREFIX, check_item_dims, read_parquet, read_source, require_columns
@@ -532,6 +534,6 @@ def embed_classes(spark: SparkSession, names: list[str], views: list[str], out: 
             columns[view] = pa.array(list(vectors), pa.list_(pa.float32()))
         table = pa.table(columns)
         with atomic_output(spark, out, {"counts": {"classes": len(names)}}) as staging:
-            spark.createDataFrame(table.to_pandas()).coalesce(1).write.parquet(staging)
+            create_frame(spark, table, from_arrow_schema(table.schema)).coalesce(1).write.parquet(staging)
         facts.update(classes=len(names), out=out)
     return {"classes": len(names), "views": views, "prompt": prompt, "model": model, "dim": int(vectors.shape[1])}

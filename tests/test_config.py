@@ -1,6 +1,9 @@
 """The CLI's settings: one declaration per setting (Params, run options), TOML and flags on top."""
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from pathlib import Path
 
 import pytest

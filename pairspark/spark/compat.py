@@ -12,12 +12,13 @@ library runs unchanged on 3.5 and 4.x classic and on 4.x Connect:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyspark
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import types as T
 
 PYSPARK_VERSION = tuple(int(p) for p in pyspark.__version__.split(".")[:2])
@@ -42,12 +43,18 @@ def create_frame(spark: SparkSession, table: pa.Table, schema: T.StructType) -> 
     frame = table.to_pandas()
     for f in schema.fields:  # pandas gives numpy arrays for list columns; Spark 3.5 wants lists
         if isinstance(f.dataType, T.ArrayType):
-            frame[f.name] = [None if v is None else list(v) for v in frame[f.name]]
+            frame[f.name] = [None if v is None else v.tolist() for v in frame[f.name]]
     return spark.createDataFrame(frame, schema=schema)
 
 
-def arrow_scalar_udf(fn: Callable[..., pa.Array], return_type: T.DataType):
-    """A scalar UDF over Arrow: fn(*pa.Array) -> pa.Array (a StructArray for a struct type)."""
+def arrow_scalar_udf(fn: Callable[..., pa.Array], return_type: T.DataType, array_args: Sequence[int] = ()):
+    """A scalar UDF over Arrow: fn(*pa.Array) -> pa.Array (a StructArray for a struct type).
+
+    `array_args`: the positions of the array arguments. Before 4.1 the UDF is a pandas_udf, whose
+    Arrow -> pandas conversion turns a null array element into NaN; so for those arguments the call
+    also ships each row's "holds a null element" flag, computed in the JVM, and the NaNs of the
+    flagged rows are nulls again (such a row is invalid either way, and null_element comes before
+    non_finite in core/validate.py, so every row gets the reason it gets on 4.x)."""
     if PYSPARK_VERSION >= (4, 1):
         from pyspark.sql.functions import ArrowUDFType, arrow_udf
 
@@ -57,14 +64,41 @@ def arrow_scalar_udf(fn: Callable[..., pa.Array], return_type: T.DataType):
         with warnings.catch_warnings():  # "prefer type hints": a varargs wrapper has none to give
             warnings.simplefilter("ignore", UserWarning)
             return arrow_udf(on_arrow, return_type, ArrowUDFType.SCALAR)
+    from pyspark.sql import functions as F
     from pyspark.sql.functions import PandasUDFType, pandas_udf
 
+    positions = tuple(array_args)
+
     def on_pandas(*series: pd.Series):
-        result = fn(*[pa.array(s, from_pandas=True) for s in series])
+        k = len(series) - len(positions)
+        arrays = [pa.array(s, from_pandas=False) for s in series[:k]]  # NaN stays NaN
+        for i, flags in zip(positions, series[k:]):
+            arrays[i] = _as_list_array(arrays[i], flags.to_numpy(dtype=bool))
+        result = fn(*arrays)
         if isinstance(return_type, T.StructType):
             return pa.Table.from_struct_array(result).to_pandas()
         return result.to_pandas()
 
     with warnings.catch_warnings():  # "prefer type hints": a varargs wrapper has none to give
         warnings.simplefilter("ignore", UserWarning)
-        return pandas_udf(on_pandas, return_type, PandasUDFType.SCALAR)
+        udf = pandas_udf(on_pandas, return_type, PandasUDFType.SCALAR)
+
+    def call(*columns: Column) -> Column:
+        flags = [F.coalesce(F.exists(columns[i], lambda x: x.isNull()), F.lit(False)) for i in positions]
+        return udf(*columns, *flags)
+
+    return call
+
+
+def _as_list_array(column: pa.Array, flagged: np.ndarray) -> pa.Array:
+    """The array argument as a list array, with the NaN elements of the flagged rows made null.
+    A batch whose rows are all null comes from pandas without an element type: list<double>."""
+    if pa.types.is_null(column.type):
+        return pa.nulls(len(column), pa.list_(pa.float64()))
+    if not flagged.any():
+        return column
+    values = column.values.to_numpy(zero_copy_only=False)
+    parents = np.repeat(np.arange(len(column)), np.diff(column.offsets.to_numpy()))
+    mask = np.isnan(values) & flagged[parents]
+    return pa.ListArray.from_arrays(column.offsets, pa.array(values, type=column.type.value_type, mask=mask),
+                                    mask=column.is_null())

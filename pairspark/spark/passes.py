@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from pairspark.core.methods import Labeller
 from pairspark.core.scorers import LabelStats
+from pairspark.spark.compat import to_arrow
 from pairspark.spark.io import ITEM_ID, ClassTable, valid_batches, view_base, view_checks
 from pairspark.views import View
 
@@ -84,7 +85,7 @@ def cotrain_sample(valid: DataFrame, views, tables, valid_items: int, seed: int)
     bucket = F.when(bucket < 0, bucket + float(1 << 30)).otherwise(bucket)
     chosen = valid.where(bucket < F.lit(fraction * (1 << 30))) if fraction < 1 else valid
     checks = view_checks(views, {v.name: tables[v.name].dim for v in views})
-    table = chosen.toArrow()
+    table = to_arrow(chosen)
     parts = {v.name: [] for v in views}
     for batch in valid_batches(table.to_batches(), checks):
         for view in views:

@@ -98,8 +98,8 @@ def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, 
         arrays.append(reasons)
         return pa.StructArray.from_arrays(arrays, fields=arrow_fields)
 
-    udf = arrow_scalar_udf(classify, struct_type)
     vectors = vectors or [_col(v.column) for v in views]
+    udf = arrow_scalar_udf(classify, struct_type, array_args=range(3, 3 + len(vectors)))
     return udf(F.col(ITEM_ID).cast("string"), bracket_key(seed), F.col(DUPLICATE), *vectors)
 
 
