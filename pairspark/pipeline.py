@@ -33,7 +33,7 @@ from pairspark.report import SUSPECTS_SHOWN, render_report
 from pairspark.spark.compat import create_frame
 from pairspark.spark.audit import audit_predictions, diff_predictions, with_item_columns
 from pairspark.spark.evaluate import evaluate_predictions
-from pairspark.spark.io import ITEM_ID, REASON, TABLE_PREFIX, check_item_dims, read_parquet, read_source, require_columns
+from pairspark.spark.io import ITEM_ID, REASON, TABLE_PREFIX, by_name, check_item_dims, read_parquet, read_source, require_columns
 from pairspark.spark.publish import FileSystem, atomic_output, output_lock, publish_table, recover, repoint
 
 log = logging.getLogger("pairspark")
@@ -173,7 +173,7 @@ def classify(
         set_aside = F.col(REASON).isNotNull()
         result = answered.select(
             F.col(ITEM_ID).cast("string").alias(_ID), *([F.col(label_col).cast("string").alias(_LABEL)] if label_col else []),
-            *[F.when(set_aside, F.col(f"`{c}`")).alias(c) for c in items.columns], *answers,
+            *[F.when(set_aside, by_name(c)).alias(c) for c in items.columns], *answers,
         ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             info = _publish_classified(spark, result, items.columns, model, settings, label_col, items_path, model_dir, out,
@@ -199,7 +199,7 @@ def _publish_classified(spark, result, input_columns, model, settings, label_col
     views, methods = model.view_models, model.run_methods
     if settings.on_invalid == "error":
         stop_on_bad_rows(result, items_path)
-    quarantine = result.where(F.col(REASON).isNotNull()).select(*[F.col(f"`{c}`") for c in input_columns], REASON)
+    quarantine = result.where(F.col(REASON).isNotNull()).select(*[by_name(c) for c in input_columns], REASON)
     marker: dict = {}
     with atomic_output(spark, quarantine_out, marker) as staging:
         quarantine.write.parquet(staging)

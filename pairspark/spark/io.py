@@ -66,11 +66,16 @@ def read_source(spark: SparkSession, source: str, what: str, fmt: str | None = N
         raise
 
 
+def by_name(name: str) -> Column:
+    """A column by its exact name (names holding dots or spaces are not paths here)."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
 def vector_column(df: DataFrame, column: str, what: str) -> Column:
     """The column as array<float|double>: array columns as they are, a pyspark.ml Vector column
     (what Spark ML pipelines produce) converted in the JVM; any other type is a usage error."""
     dtype = df.schema[column].dataType
-    quoted = F.col("`" + column.replace("`", "``") + "`")
+    quoted = by_name(column)
     if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, (T.FloatType, T.DoubleType)):
         return quoted
     if isinstance(dtype, VectorUDT):

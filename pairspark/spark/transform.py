@@ -26,14 +26,9 @@ from pairspark.core.model import ViewModel
 from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
 from pairspark.spark.compat import arrow_scalar_udf
-from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, batch_matrix, class_names, vector_column
+from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, batch_matrix, by_name, class_names, vector_column
 
 _ANSWERS = "_pairspark_answers"
-
-
-def _col(name: str) -> Column:
-    """A column by its exact name (names holding dots or spaces are not paths here)."""
-    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def answer_fields(views: list[ViewModel], methods: tuple[str, ...]) -> list[T.StructField]:
@@ -58,7 +53,7 @@ def with_duplicate_flag(items: DataFrame) -> DataFrame:
     repeated = (items.where(F.col(ITEM_ID).isNotNull()).groupBy(ITEM_ID).count().where(F.col("count") > 1)
                 .select(ITEM_ID, F.lit(True).alias(DUPLICATE)))
     joined = items.join(F.broadcast(repeated), ITEM_ID, "left")
-    return joined.select(*[_col(c) for c in items.columns], F.coalesce(F.col(DUPLICATE), F.lit(False)).alias(DUPLICATE))
+    return joined.select(*[by_name(c) for c in items.columns], F.coalesce(F.col(DUPLICATE), F.lit(False)).alias(DUPLICATE))
 
 
 def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int,
@@ -98,7 +93,7 @@ def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, 
         arrays.append(reasons)
         return pa.StructArray.from_arrays(arrays, fields=arrow_fields)
 
-    vectors = vectors or [_col(v.column) for v in views]
+    vectors = vectors or [by_name(v.column) for v in views]
     udf = arrow_scalar_udf(classify, struct_type, array_args=range(3, 3 + len(vectors)))
     return udf(F.col(ITEM_ID).cast("string"), bracket_key(seed), F.col(DUPLICATE), *vectors)
 
@@ -114,5 +109,5 @@ def transform_items(items: DataFrame, views: list[ViewModel], methods: tuple[str
     if clash:
         raise UsageError(f"the items already have the output column(s) {', '.join(clash)}: rename or drop them first")
     marked = with_duplicate_flag(items)
-    answered = marked.select(*[_col(c) for c in items.columns], answers_column(views, methods, seed, candidates, vectors).alias(_ANSWERS))
-    return answered.select(*[_col(c) for c in items.columns], *[F.col(_ANSWERS)[name].alias(name) for name in added])
+    answered = marked.select(*[by_name(c) for c in items.columns], answers_column(views, methods, seed, candidates, vectors).alias(_ANSWERS))
+    return answered.select(*[by_name(c) for c in items.columns], *[F.col(_ANSWERS)[name].alias(name) for name in added])
