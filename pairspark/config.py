@@ -43,6 +43,10 @@ class RunOptions:
     items_format: str | None = _option(None, "format of --items when it is a path: parquet, or any format spark.read "
                                        "knows (orc, json, csv...); --items may also be table:NAME",
                                        ("fit", "classify", "run", "audit", "embed"))
+    items_reader: str = _option("auto", "how classify reads the items: arrow (pyarrow in the Python workers, about 2x "
+                                "faster: a Parquet path of file: URIs, string or integer ids, array vectors), "
+                                "spark (Spark's reader: any source), auto (arrow where it can)",
+                                ("classify", "run"), str, ("auto", "spark", "arrow"))
     classes_format: str | None = _option(None, "format of --classes when it is a path (as --items-format); "
                                          "--classes may also be table:NAME", ("fit", "run"))
     predictions_table: str | None = _option(None, "also publish the predictions as this metastore table "
@@ -60,6 +64,8 @@ class RunOptions:
                 raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
         if self.on_invalid not in ("quarantine", "error"):
             raise UsageError(f"on_invalid must be quarantine or error, got {self.on_invalid!r}")
+        if self.items_reader not in ("auto", "spark", "arrow"):
+            raise UsageError(f"items_reader must be auto, spark or arrow, got {self.items_reader!r}")
         if self.binary is not None:
             parse_binary(self.binary)
 

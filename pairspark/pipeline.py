@@ -27,6 +27,7 @@ from pairspark.errors import UsageError
 from pairspark.ml import PairwiseTournamentClassifier, PairwiseTournamentModel, stop_on_bad_rows
 from pairspark.params import CLASSIFY_PARAMS
 from pairspark.progress import progress
+from pairspark.spark.arrow_scan import ArrowScan, eligibility
 from pairspark.spark.transform import answer_fields
 from pairspark.views import View, format_views
 from pairspark.report import SUSPECTS_SHOWN, render_report
@@ -165,18 +166,30 @@ def classify(
         views = [View(v.name, v.column) for v in model.view_models]
         require_columns(items, [ITEM_ID, *[v.column for v in views]], "items table")
         check_item_dims(items, views, {v.name: v.dim for v in model.view_models})
-        # one pass, persisted: the answers of every row, and the input row only where it is set
-        # aside (a valid row's input columns are nulled: persisting every vector would hold the
-        # whole catalog in memory and on disk again)
-        answered = model.transform(items)
+        scan = _arrow_scan(items, items_path, views, label_col, settings)
         answers = [f.name for f in answer_fields(model.view_models, model.run_methods)]
-        set_aside = F.col(REASON).isNotNull()
-        result = answered.select(
-            F.col(ITEM_ID).cast("string").alias(_ID), *([F.col(label_col).cast("string").alias(_LABEL)] if label_col else []),
-            *[F.when(set_aside, by_name(c)).alias(c) for c in items.columns], *answers,
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        if scan is not None:
+            facts.update(reader="arrow")
+            batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+            classified = scan.classified(model.view_models, methods, model.getSeed(), model.getCandidates(), _ID,
+                                         (label_col, _LABEL) if label_col else None, batch_rows)
+            result = scan.with_duplicates(classified, _ID, [a for a in answers if a != REASON])
+            result = result.persist(StorageLevel.MEMORY_AND_DISK)
+            set_aside = lambda: scan.set_aside(result)  # noqa: E731
+        else:
+            facts.update(reader="spark")
+            # one pass, persisted: the answers of every row, and the input row only where it is set
+            # aside (a valid row's input columns are nulled: persisting every vector would hold the
+            # whole catalog in memory and on disk again)
+            answered = model.transform(items)
+            invalid = F.col(REASON).isNotNull()
+            result = answered.select(
+                F.col(ITEM_ID).cast("string").alias(_ID), *([F.col(label_col).cast("string").alias(_LABEL)] if label_col else []),
+                *[F.when(invalid, by_name(c)).alias(c) for c in items.columns], *answers,
+            ).persist(StorageLevel.MEMORY_AND_DISK)
+            set_aside = lambda: result.where(invalid).select(*[by_name(c) for c in items.columns], REASON)  # noqa: E731
         try:
-            info = _publish_classified(spark, result, items.columns, model, settings, label_col, items_path, model_dir, out,
+            info = _publish_classified(spark, result, set_aside, model, settings, label_col, items_path, model_dir, out,
                                        quarantine_out)
         finally:
             result.unpersist()
@@ -193,13 +206,36 @@ def predictions_table(spark: SparkSession, predictions_dir: str, name: str) -> d
     return published
 
 
-def _publish_classified(spark, result, input_columns, model, settings, label_col, items_path, model_dir, out,
+def _arrow_scan(items: DataFrame, items_path: str, views: list[View], label_col: str | None,
+                settings: Settings) -> ArrowScan | None:
+    """The pyarrow reader for these items (spark/arrow_scan.py) when --items-reader allows it and
+    the source is eligible; None: Spark's reader. --items-reader arrow on an ineligible source: exit 2."""
+    if settings.items_reader == "spark":
+        return None
+    reason = None
+    if items_path.startswith(TABLE_PREFIX) or (settings.items_format or "parquet") != "parquet":
+        reason = "the items are not a Parquet path"
+    elif settings.partitions:
+        reason = "--partitions is given (the arrow reader runs one task per row group)"
+    else:
+        scan = eligibility(items, list(dict.fromkeys(v.column for v in views)), [ITEM_ID] + ([label_col] if label_col else []))
+        if isinstance(scan, ArrowScan):
+            return scan
+        reason = scan
+    if settings.items_reader == "arrow":
+        raise UsageError(f"--items-reader arrow cannot read these items: {reason}")
+    log.info("items read by Spark's reader: %s", reason)
+    return None
+
+
+def _publish_classified(spark, result, set_aside, model, settings, label_col, items_path, model_dir, out,
                         quarantine_out) -> dict:
-    """Quarantine first, then predictions (whose counts refer to it), each published atomically."""
+    """Quarantine first, then predictions (whose counts refer to it), each published atomically.
+    `set_aside()`: the invalid rows as the items hold them, plus REASON."""
     views, methods = model.view_models, model.run_methods
+    quarantine = set_aside()
     if settings.on_invalid == "error":
-        stop_on_bad_rows(result, items_path)
-    quarantine = result.where(F.col(REASON).isNotNull()).select(*[by_name(c) for c in input_columns], REASON)
+        stop_on_bad_rows(quarantine, items_path)
     marker: dict = {}
     with atomic_output(spark, quarantine_out, marker) as staging:
         quarantine.write.parquet(staging)

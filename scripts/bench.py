@@ -169,9 +169,11 @@ def kernel_profile(items_path: str, model_dir_views, candidates: int, batch_rows
                                                    [(n, batch.column(batch.schema.get_field_index(c)), d) for n, c, d in checks]))
         unit = timed("unit_rows_float64", lambda: unit_rows64(x))
         base = timed("base_cosine_argmax", lambda: base_assign(unit, model.vectors64))
-        play_tournament(unit[:2], model.vectors64, model.masks, model.coefficients, keys[:2])  # compile
+        weights = model.pair_weights  # built once per worker, as in classify
+        play_tournament(unit[:2], model.vectors64, model.masks, model.coefficients, keys[:2], None, weights)  # compile
         top = top_candidates(base.cosines, candidates) if 0 < candidates < model.n_classes else None
-        timed("pairwise_tournament", lambda: play_tournament(unit, model.vectors64, model.masks, model.coefficients, keys, top))
+        timed("pairwise_tournament", lambda: play_tournament(unit, model.vectors64, model.masks, model.coefficients, keys, top,
+                                                             weights))
         timed("class_names_out", lambda: class_names(model.class_ids, base.best))
         out[model.name] = steps
     return out
@@ -261,13 +263,37 @@ def embed_bench(args) -> int:
     return 0
 
 
-STAGES = ("scan", "fit", "fit_default", "base", "pairwise", "cotrain", "classify")
+STAGES = ("scan", "fit", "fit_default", "base", "pairwise", "cotrain", "classify", "single_process_scan",
+          "single_process_base")
+
+
+def single_process(items_path: str, classes_path: str, dim: int, cosine: bool) -> int:
+    """The limit without Spark: this one process reads the same Parquet files with pyarrow (its own
+    threads) and, with `cosine`, takes each view's cosine argmax with numpy (BLAS threads), on
+    the same cores. Returns the rows read."""
+    import pyarrow.dataset as ds
+
+    classes = pq.read_table(classes_path)
+    prompts = {}
+    for view in VIEWS:
+        t = np.asarray(classes.column(view.column).combine_chunks().flatten(), np.float32).reshape(-1, dim)
+        prompts[view.column] = t / np.linalg.norm(t, axis=1, keepdims=True)
+    rows = 0
+    for batch in ds.dataset(items_path, format="parquet").to_batches(columns=["item_id", *prompts], batch_size=10_000):
+        for column, t in prompts.items():
+            x = batch_matrix(batch, column, dim)
+            if cosine:
+                np.argmax((x / np.linalg.norm(x, axis=1, keepdims=True)) @ t.T, axis=1)
+        rows += batch.num_rows
+    return rows
 
 
 def _ratios(seconds: dict[str, float]) -> dict[str, float]:
     """Throughput ratios of the stages that were timed (>1: the first is faster)."""
     pairs = {"pairwise_vs_base": ("base", "pairwise"), "cotrain_vs_base": ("base", "cotrain"),
-             "base_vs_scan": ("scan", "base"), "classify_vs_scan": ("scan", "classify")}
+             "base_vs_scan": ("scan", "base"), "classify_vs_scan": ("scan", "classify"),
+             "scan_vs_single_process_scan": ("single_process_scan", "scan"),
+             "classify_vs_single_process_base": ("single_process_base", "classify")}
     out = {k: round(seconds[a] / seconds[b], 3) for k, (a, b) in pairs.items() if a in seconds and b in seconds}
     # fit ratios are costs: seconds of fit per second of scan
     out.update({f"{f}_vs_scan": round(seconds[f] / seconds["scan"], 3) for f in ("fit", "fit_default")
@@ -345,6 +371,8 @@ def main(argv=None) -> int:
 
     scan_floor(spark, items_path, args.dim)  # warm-up: JIT, Python workers, page cache
     stage("scan", lambda: scan_floor(spark, items_path, args.dim))
+    stage("single_process_scan", lambda: single_process(items_path, classes_path, args.dim, cosine=False))
+    stage("single_process_base", lambda: single_process(items_path, classes_path, args.dim, cosine=True))
     seed_methods = load_settings(None, {**overrides, "methods": "base,pairwise"})
     stage("fit", lambda: pipeline.fit(spark, items_path, classes_path, VIEWS, str(runs / "model"), seed_methods))
     # the default fit adds cotrain's passes (docs/METHOD.md); its model serves the cotrain stage

@@ -23,7 +23,7 @@ from pairspark.core.scorers import (
     transductive_scorer,
 )
 from pairspark.core.stats import ClassMoments
-from pairspark.core.tournament import pair_coefficients, play_round_robin
+from pairspark.core.tournament import pair_coefficients, pair_weights, play_round_robin
 from tests.reference import normalize_rows
 
 
@@ -280,3 +280,5 @@ def test_round_robin_equals_a_brute_force_all_play_all(top_k):
                 wins[a if ca >= cb else b] += 1
         best = max(entrants, key=lambda c: (wins[c], cos[i, c], -c))
         assert got[i] == best, i
+    coef = pair_coefficients(t, masks)
+    assert play_round_robin(x, t, masks, coef, cos, candidates, pair_weights(t, masks, coef)).tolist() == got.tolist()

@@ -6,6 +6,7 @@ from pairspark.core.masks import PairMasks, class_pairs
 from pairspark.core.tournament import (
     pair_coefficients,
     pair_index,
+    pair_weights,
     play_tournament,
     splitmix64,
 )
@@ -213,3 +214,42 @@ def test_the_bit_form_of_the_masks_plays_the_same_tournament(n_classes):
     got = play_tournament(x, classes, bits, coef, keys)
     assert got.tolist() == play_tournament(x, classes, csr, coef, keys).tolist()
     assert got.tolist() == [reference_tournament(x[i], classes, masks, keys[i]) for i in range(len(x))]
+
+
+@pytest.mark.parametrize("n_classes", [2, 7, 13])
+def test_stored_pair_weights_play_the_same_tournament_bit_for_bit(n_classes):
+    rng = np.random.default_rng(60 + n_classes)
+    x, classes, masks, keys = random_problem(rng, 300, 33, n_classes)
+    csr = masks_from_lists(masks)
+    coef = pair_coefficients(classes, csr)
+    weights = pair_weights(classes, csr, coef)
+    for p, (a, b) in enumerate(class_pairs(n_classes)):
+        dims = csr.dims[csr.indptr[p]:csr.indptr[p + 1]]
+        np.testing.assert_array_equal(weights[csr.indptr[p]:csr.indptr[p + 1]],
+                                      classes[a, dims] * coef[p, 0] - classes[b, dims] * coef[p, 1])
+    got = play_tournament(x, classes, csr, coef, keys, weights=weights)
+    assert got.tolist() == play_tournament(x, classes, csr, coef, keys).tolist()
+    assert got.tolist() == [reference_tournament(x[i], classes, masks, keys[i]) for i in range(len(x))]
+
+
+def test_pair_weights_are_not_stored_for_bit_masks_or_above_the_limit():
+    rng = np.random.default_rng(3)
+    _, classes, masks, _ = random_problem(rng, 2, 70, 5)
+    csr = masks_from_lists(masks)
+    coef = pair_coefficients(classes, csr)
+    assert pair_weights(classes, csr.compact(70, limit=0), coef) is None
+    assert pair_weights(classes, csr, coef, limit_bytes=len(csr.dims) * 8 - 1) is None
+    assert len(pair_weights(classes, csr, coef, limit_bytes=len(csr.dims) * 8)) == len(csr.dims)
+
+
+def test_a_view_ships_without_its_stored_weights_and_rebuilds_them_where_it_classifies():
+    import pickle
+
+    from tests.synthetic import tiny_view_model
+
+    view = tiny_view_model("v", "col", 6, 4)
+    built = view.pair_weights
+    assert built is not None and len(built) == len(view.masks.dims)
+    shipped = pickle.loads(pickle.dumps(view))
+    assert shipped._weights is None and not shipped._weights_built
+    np.testing.assert_array_equal(shipped.pair_weights, built)

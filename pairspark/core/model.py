@@ -11,7 +11,7 @@ from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_mask
 from pairspark.core.methods import REGISTRY, Batch
 from pairspark.core.scorers import Scorer, gnb_scorer, ovr_masks, top_margin
 from pairspark.core.stats import ClassMoments
-from pairspark.core.tournament import pair_coefficients
+from pairspark.core.tournament import pair_coefficients, pair_weights
 
 @dataclass
 class ViewModel:
@@ -30,6 +30,14 @@ class ViewModel:
     _vectors64: np.ndarray | None = field(default=None, repr=False, compare=False)
     _ovr_keep: np.ndarray | None = field(default=None, repr=False, compare=False)
     _gnb: Scorer | None = field(default=None, repr=False, compare=False)
+    _weights: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _weights_built: bool = field(default=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        # the stored pair weights are rebuilt where they are used (milliseconds), never shipped
+        state = dict(self.__dict__)
+        state.update(_weights=None, _weights_built=False)
+        return state
 
     @property
     def dim(self) -> int:
@@ -51,6 +59,15 @@ class ViewModel:
         if self._coefficients is None:
             self._coefficients = pair_coefficients(self.vectors64, self.masks)
         return self._coefficients
+
+    @property
+    def pair_weights(self) -> np.ndarray | None:
+        """The pairs' match weights stored for the kernels (tournament.pair_weights), or None
+        when they are formed on the fly; built on first use in the process that classifies."""
+        if not self._weights_built:
+            self._weights = pair_weights(self.vectors64, self.masks, self.coefficients)
+            self._weights_built = True
+        return self._weights
 
     @property
     def ovr_keep(self) -> np.ndarray:

@@ -6,7 +6,8 @@ w_ab = t_a|mask * coef_a - t_b|mask * coef_b, coef = 1 / ||t|mask|| (a < b; a wi
 
 Only the C - 1 matches an item actually plays are computed, each over its mask's dimensions
 only, straight from the packed masks (masks.PairMasks, 2 bytes per kept dim): no dense (P, D)
-weight matrix exists, so 1,000 classes fit in ~100 MB. The loop runs in a numba kernel (kernels.py); each dot product
+weight matrix exists, so 1,000 classes fit in ~100 MB; the weights at the kept dims are stored
+beside them while that stays small (pair_weights). The loop runs in a numba kernel (kernels.py); each dot product
 is summed in float64 in ascending dimension order, so an answer never depends on the batch.
 
 The bracket: the item's candidates (every class, or its top-k by base cosine, ascending) start
@@ -21,12 +22,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
 
 from pairspark.core import kernels
 from pairspark.core.kernels import _GOLDEN, _MIX1, _MIX2  # the compiled loop's splitmix64 constants
 from pairspark.core.masks import PairMasks, class_pairs
 
 _PAIR_BLOCK = 4096
+# Stored pair weights cost 8 bytes per kept dim in every Python worker: kept below this, formed
+# on the fly above it (the same answers either way; kernels.py).
+WEIGHTS_LIMIT_BYTES = 64 * 2**20
 
 
 def splitmix64(z: np.ndarray) -> np.ndarray:
@@ -36,6 +41,19 @@ def splitmix64(z: np.ndarray) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * _MIX1
         z = (z ^ (z >> np.uint64(27))) * _MIX2
     return z ^ (z >> np.uint64(31))
+
+
+def bracket_keys(item_ids: pa.Array, seed: int) -> np.ndarray:
+    """Each item's bracket key (uint64) from its item_id as a string: the same bits as the JVM's
+    xxhash64(seed, cast(item_id as string)) (spark/transform.bracket_key), so a reader outside the
+    JVM plays the same brackets. A null id gets an arbitrary key (such a row is never classified)."""
+    ids = item_ids.cast(pa.large_string()) if not pa.types.is_large_string(item_ids.type) else item_ids
+    if len(ids) == 0:
+        return np.zeros(0, np.uint64)
+    _, offsets, data = ids.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int64)[ids.offset : ids.offset + len(ids) + 1]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return kernels.spark_xxhash64_strings(data, offsets, int(seed))
 
 
 def pair_index(a: np.ndarray, b: np.ndarray, n_classes: int) -> np.ndarray:
@@ -64,6 +82,16 @@ def pair_coefficients(class_vectors: np.ndarray, masks: PairMasks) -> np.ndarray
     return coef
 
 
+def pair_weights(class_vectors: np.ndarray, masks: PairMasks, coefficients: np.ndarray,
+                 limit_bytes: int = WEIGHTS_LIMIT_BYTES) -> np.ndarray | None:
+    """w_ab at every kept dim of every pair (float64, aligned with the CSR dims), for a faster
+    match; None for bit masks or when they would exceed limit_bytes."""
+    if masks.is_bits or len(masks.dims) * 8 > limit_bytes:
+        return None
+    return kernels.pair_weights(np.ascontiguousarray(class_vectors, dtype=np.float64), masks.indptr, masks.dims,
+                                np.ascontiguousarray(coefficients, dtype=np.float64))
+
+
 def play_tournament(
     x: np.ndarray,
     class_vectors: np.ndarray,
@@ -71,11 +99,13 @@ def play_tournament(
     coefficients: np.ndarray,
     item_keys: np.ndarray,
     candidates: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Winning class index per row of x (n, D); class vectors (C, D), masks of every pair, keys (n,).
 
     `candidates` (n, k), each row in ascending class order: only those classes enter the item's
-    bracket (see cosine.top_candidates); None: every class does (the faithful method)."""
+    bracket (see cosine.top_candidates); None: every class does (the faithful method).
+    `weights`: pair_weights of the same masks (faster, same answers), or None."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     n_classes = len(class_vectors)
     if n_classes == 1 or len(x) == 0:
@@ -85,9 +115,14 @@ def play_tournament(
         np.ascontiguousarray(class_vectors, dtype=np.float64),
         *_kernel_masks(masks),
         np.ascontiguousarray(coefficients, dtype=np.float64),
+        _kernel_weights(weights),
         np.ascontiguousarray(item_keys).astype(np.uint64, copy=False),
         np.zeros((len(x), 0), np.int64) if candidates is None else np.ascontiguousarray(candidates, dtype=np.int64),
     ).astype(np.int64)
+
+
+def _kernel_weights(weights: np.ndarray | None) -> np.ndarray:
+    return np.zeros(0, np.float64) if weights is None else weights
 
 
 def _kernel_masks(masks: PairMasks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,6 +139,7 @@ def play_round_robin(
     coefficients: np.ndarray,
     cosines: np.ndarray,
     candidates: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Every match among an item's candidates (all classes, or its top-k) is played; the class
     with the most wins takes it, ties going to the higher base cosine (then the lower index).
@@ -116,6 +152,7 @@ def play_round_robin(
         np.ascontiguousarray(class_vectors, dtype=np.float64),
         *_kernel_masks(masks),
         np.ascontiguousarray(coefficients, dtype=np.float64),
+        _kernel_weights(weights),
         np.zeros((len(x), 0), np.int64) if candidates is None else np.ascontiguousarray(candidates, dtype=np.int64),
         np.ascontiguousarray(cosines, dtype=np.float64),
     ).astype(np.int64)

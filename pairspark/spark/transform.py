@@ -14,6 +14,8 @@ is therefore a `where` on `reason`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,18 +58,21 @@ def with_duplicate_flag(items: DataFrame) -> DataFrame:
     return joined.select(*[by_name(c) for c in items.columns], F.coalesce(F.col(DUPLICATE), F.lit(False)).alias(DUPLICATE))
 
 
-def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int,
-                   vectors: list[Column] | None = None) -> Column:
-    """The struct of answer_fields for each row of a frame holding ITEM_ID, DUPLICATE and the views'
-    vectors (`vectors`: one array<float|double> expression per view; default: the views' columns)."""
+BatchAnswers = Callable[[pa.Array, np.ndarray, "pa.Array | None", list[pa.Array]], pa.StructArray]
+
+
+def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: int) -> BatchAnswers:
+    """The per-batch function behind every classify path (this module's UDF, spark/arrow_scan.py):
+    f(ids, keys, duplicate, vectors) -> StructArray of answer_fields. `ids`: the item ids (any
+    type; only their nulls are read), `keys`: uint64 bracket keys, `duplicate`: bool array or None,
+    `vectors`: one list<float|double> array per view. Prepares the views on the driver first."""
     for view in views:
         view.prepare(methods)
     primary = primary_method(methods)
     fields = answer_fields(views, methods)
-    struct_type = T.StructType(fields)
     arrow_fields = [pa.field(f.name, pa.string() if isinstance(f.dataType, T.StringType) else pa.float32()) for f in fields]
 
-    def classify(ids: pa.Array, keys: pa.Array, duplicate: pa.Array, *vectors: pa.Array) -> pa.StructArray:
+    def classify(ids: pa.Array, keys: np.ndarray, duplicate: pa.Array | None, vectors: list[pa.Array]) -> pa.StructArray:
         n = len(ids)
         reasons = row_reasons(ids, [(v.name, col, v.dim) for v, col in zip(views, vectors)], duplicate)
         valid = pc.is_null(reasons)
@@ -80,7 +85,7 @@ def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, 
             position = np.full(n, -1, np.int64)
             position[valid_np] = np.arange(int(valid_np.sum()))
             spread = pa.array(position, mask=position < 0)
-        item_keys = (keys if all_valid else keys.filter(valid)).to_numpy(zero_copy_only=False).view(np.uint64)
+        item_keys = keys if all_valid else keys[valid.to_numpy(zero_copy_only=False)]
         arrays: list[pa.Array] = []
         for view, column in zip(views, vectors):
             column = column if all_valid else column.filter(valid)
@@ -93,8 +98,21 @@ def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, 
         arrays.append(reasons)
         return pa.StructArray.from_arrays(arrays, fields=arrow_fields)
 
+    return classify
+
+
+def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int,
+                   vectors: list[Column] | None = None) -> Column:
+    """The struct of answer_fields for each row of a frame holding ITEM_ID, DUPLICATE and the views'
+    vectors (`vectors`: one array<float|double> expression per view; default: the views' columns)."""
+    classify = batch_answers(views, methods, candidates)
+    struct_type = T.StructType(answer_fields(views, methods))
+
+    def on_batch(ids: pa.Array, keys: pa.Array, duplicate: pa.Array, *vectors: pa.Array) -> pa.StructArray:
+        return classify(ids, keys.to_numpy(zero_copy_only=False).view(np.uint64), duplicate, list(vectors))
+
     vectors = vectors or [by_name(v.column) for v in views]
-    udf = arrow_scalar_udf(classify, struct_type, array_args=range(3, 3 + len(vectors)))
+    udf = arrow_scalar_udf(on_batch, struct_type, array_args=range(3, 3 + len(vectors)))
     return udf(F.col(ITEM_ID).cast("string"), bracket_key(seed), F.col(DUPLICATE), *vectors)
 
 
