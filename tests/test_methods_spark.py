@@ -24,7 +24,7 @@ from pairspark.core.scorers import (
 )
 from pairspark.core.stats import ClassMoments
 from pairspark.errors import UsageError
-from pairspark.core.methods import COTRAIN_MAX_ITERATIONS, COTRAIN_TOLERANCE, TRANSDUCTIVE_ITERATIONS
+from pairspark.core.methods import TRANSDUCTIVE_ITERATIONS
 from tests.synthetic import make_catalog, write_catalog
 
 pytestmark = pytest.mark.pyspark35  # also run on pyspark 3.5 by scripts/test
@@ -102,15 +102,17 @@ def _margin(scores):
     return top[:, -1] - top[:, -2]
 
 
-def test_cotrain_equals_a_numpy_reference_loop(fitted):
-    """Round 1: every item confident (min_margin 0); then the 30% quantile of each view's margins."""
+def test_cotrain_equals_a_numpy_reference_loop_run_until_its_targets_repeat(fitted):
+    """Round 1: every item confident (min_margin 0); then the 30% quantile of each view's margins.
+    The rounds stop at the first repeated training set; the answer is the discriminant fitted on
+    every training set of the cycle pooled (the mean of their statistics)."""
     pred, meta, _, xs, ts, _ = fitted
     a, b = xs["image"], xs["text"]
     n_classes = len(ts["image"])
     scores = [a @ ts["image"].T, b @ ts["text"].T]
     thresholds = [0.0, 0.0]
-    previous, passes = None, 0
-    for passes in range(1, COTRAIN_MAX_ITERATIONS + 1):
+    history = []
+    while True:
         labels = [s.argmax(axis=1) for s in scores]
         margins = [_margin(s) for s in scores]
         agree = labels[0] == labels[1]
@@ -118,13 +120,21 @@ def test_cotrain_equals_a_numpy_reference_loop(fitted):
         for v in (0, 1):
             o = 1 - v
             train.append((np.where(agree, labels[v], labels[o]), agree | (margins[o] >= thresholds[o])))
-        counts = np.concatenate([np.bincount(lab[keep], minlength=n_classes) for lab, keep in train])
+        state = [np.where(keep, lab, -1).tolist() for lab, keep in train]
+        if state in [h[0] for h in history]:
+            cycle = history[[h[0] for h in history].index(state):]
+            break
+        history.append((state, train))
         scores = [_lda(x, lab, keep, n_classes) for x, (lab, keep) in zip((a, b), train)]
         thresholds = [np.quantile(_margin(s), 0.3) for s in scores]
-        if previous is not None and np.abs(counts - previous).sum() <= COTRAIN_TOLERANCE * len(a):
-            break
-        previous = counts
-    assert meta["method_fits"]["cotrain"]["passes"] == passes
+    fit = meta["method_fits"]["cotrain"]
+    assert fit["converged"] is True and fit["rounds"] == len(history) and fit["period"] == len(cycle)
+    assert fit["passes"] == 0 and fit["sample_items"] == len(a)  # 700 items: the sample is every item
+    for v, x in enumerate((a, b)):
+        pooled_x = np.concatenate([x for _ in cycle])
+        pooled_labels = np.concatenate([c[1][v][0] for c in cycle])
+        pooled_keep = np.concatenate([c[1][v][1] for c in cycle])
+        scores[v] = _lda(pooled_x, pooled_labels, pooled_keep, n_classes)[: len(x)]  # the pooled rows start with x
     assert _agree(pred["image_cotrain"], _names(scores[0].argmax(axis=1)))
     assert _agree(pred["text_cotrain"], _names(scores[1].argmax(axis=1)))
     assert pred["image_class"].tolist() == pred["image_cotrain"].tolist()  # cotrain is primary

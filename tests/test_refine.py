@@ -282,3 +282,69 @@ def test_round_robin_equals_a_brute_force_all_play_all(top_k):
         assert got[i] == best, i
     coef = pair_coefficients(t, masks)
     assert play_round_robin(x, t, masks, coef, cos, candidates, pair_weights(t, masks, coef)).tolist() == got.tolist()
+
+
+# ---------- cotrain's loop (core/methods.fit_cotrain) over in-memory passes ----------
+
+class _MemoryPasses:
+    """core/methods.Passes over arrays: `sample` is a fixed subset of the rows (or all of them)."""
+
+    def __init__(self, xs, ts, sample_rows):
+        self.xs, self.ts, self.rows, self.passes = xs, ts, sample_rows, 0
+
+    def stats(self, labeller):
+        self.passes += 1
+        return labeller(self.xs, {n: x @ self.ts[n].T for n, x in self.xs.items()})
+
+    def sample(self):
+        return {n: x[self.rows] for n, x in self.xs.items()}
+
+
+def _cotrain_problem(seed=7, per_class=60):
+    from pairspark.core.methods import FitContext
+
+    rng = np.random.default_rng(seed)
+    centres = np.eye(4)
+    xa, truth = _blobs(rng, per_class, centres, 0.45)
+    xb, _ = _blobs(rng, per_class, centres, 0.45)
+    ts = {"a": normalize_rows(centres + 0.2), "b": normalize_rows(np.array([[1, 0, 0, 0], [0, 0.3, 1, 0], [0, 0, 1, 0.2], [0, 0, 0, 1]], float))}
+    xs = {"a": xa, "b": xb}
+    margins = {n: float(np.quantile(top_margin(xs[n] @ ts[n].T), 0.3)) for n in xs}
+    return xs, ts, truth, FitContext(["a", "b"], ts, {}, margins, len(truth), 0.3)
+
+
+def test_cotrain_stops_where_its_training_targets_repeat_without_a_pass_when_the_sample_is_every_item():
+    from pairspark.core.methods import cotrain_round, fit_cotrain
+
+    xs, ts, truth, ctx = _cotrain_problem()
+    passes = _MemoryPasses(xs, ts, np.arange(len(truth)))
+    scorers, facts = fit_cotrain(passes, ctx)
+    assert facts["converged"] and facts["passes"] == 0 == passes.passes and facts["period"] >= 1
+    # replaying the loop by hand: the targets after `rounds` rounds are the ones `period` rounds before
+    current, thresholds, states = None, [ctx.margins["a"], ctx.margins["b"]], []
+    cos = {n: xs[n] @ ts[n].T for n in xs}
+    for _ in range(facts["rounds"] + 1):
+        targets = cotrain_round(["a", "b"], xs, cos, current, thresholds)
+        states.append([np.where(k, lab, -1).tolist() for lab, k in targets])
+        current = {n: lda_scorer(LabelStats.from_labels(xs[n], lab, 4, k, with_scatter=True)) for n, (lab, k) in zip("ab", targets)}
+        thresholds = [float(np.quantile(top_margin(current[n].scores(xs[n], cos[n])), 0.3)) for n in "ab"]
+    assert states[-1] == states[-1 - facts["period"]] and states[-1] not in states[: -1 - facts["period"]]
+    assert (scorers["b"].predict(xs["b"], cos["b"]) == truth).mean() > (cos["b"].argmax(axis=1) == truth).mean()
+
+
+def test_cotrain_on_a_sample_ends_with_one_pass_that_fits_every_item():
+    from pairspark.core.methods import cotrain_round, fit_cotrain
+
+    xs, ts, truth, ctx = _cotrain_problem(per_class=90)
+    rows = np.arange(0, len(truth), 3)
+    passes = _MemoryPasses(xs, ts, rows)
+    scorers, facts = fit_cotrain(passes, ctx)
+    assert facts["passes"] == 1 == passes.passes and facts["sample_items"] == len(rows) < len(truth)
+    sample_only, _ = fit_cotrain(_MemoryPasses({n: x[rows] for n, x in xs.items()}, ts, np.arange(len(rows))),
+                                 ctx.__class__(**{**ctx.__dict__, "valid_items": len(rows)}))
+    cos_sample = {n: xs[n][rows] @ ts[n].T for n in xs}
+    thresholds = [float(np.quantile(top_margin(sample_only[n].scores(xs[n][rows], cos_sample[n])), 0.3)) for n in "ab"]
+    targets = cotrain_round(["a", "b"], xs, {n: xs[n] @ ts[n].T for n in xs}, sample_only, thresholds)
+    for n, (lab, keep) in zip("ab", targets):
+        want = lda_scorer(LabelStats.from_labels(xs[n], lab, 4, keep, with_scatter=True))
+        np.testing.assert_allclose(scorers[n].weights, want.weights, rtol=1e-9, atol=1e-12)

@@ -11,6 +11,7 @@ one entry plus its tests: nothing else lists the methods.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,9 +44,9 @@ log = logging.getLogger("pairspark")
 
 CENTROID_ITERATIONS = 3
 TRANSDUCTIVE_ITERATIONS = 10
-COTRAIN_MAX_ITERATIONS = 10
-# cotrain stops early once its training class counts move by at most this share of the items
-COTRAIN_TOLERANCE = 0.001
+# cotrain's rounds run on the driver's sample until its training targets repeat (a fixed point or
+# a cycle); this cap is only a guard (the shared sets repeat after 21 and 46 rounds)
+COTRAIN_MAX_ROUNDS = 200
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,9 @@ class Method:
     name: str
     summary: str
     predict: Callable[[ViewModel, Batch], Prediction]
-    # iterative methods: (passes, context) -> (scorer per view, passes used); None: nothing to fit
-    # beyond the confident statistics and masks every model has
-    fit: Callable[[Passes, FitContext], tuple[dict[str, Scorer], int]] | None = None
+    # iterative methods: (passes, context) -> (scorer per view, facts: at least {"passes": passes
+    # over the items}); None: nothing to fit beyond the confident statistics and masks every model has
+    fit: Callable[[Passes, FitContext], tuple[dict[str, Scorer], dict]] | None = None
     min_views: int = 1
 
     @property
@@ -111,7 +112,7 @@ def _fitted(name: str) -> Callable[[ViewModel, Batch], Prediction]:
     return lambda model, batch: _scored(model.scorers[name], batch)
 
 
-def fit_centroid(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], int]:
+def fit_centroid(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dict]:
     """Iteration 1 from the confident base subset's means, then re-assign every item by cosine to
     the new centroids and re-average, CENTROID_ITERATIONS in all."""
     scorers = {n: centroid_scorer(LabelStats(ctx.moments[n].count.astype(float), ctx.moments[n].sums,
@@ -125,10 +126,10 @@ def fit_centroid(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], in
 
         stats = passes.stats(labeller)
         scorers = {n: centroid_scorer(stats[n], ctx.class_vectors[n]) for n in ctx.views}
-    return scorers, CENTROID_ITERATIONS - 1
+    return scorers, {"passes": CENTROID_ITERATIONS - 1}
 
 
-def fit_transductive(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], int]:
+def fit_transductive(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dict]:
     """EM: z from the text prior, then TRANSDUCTIVE_ITERATIONS (M-step, E-step) rounds."""
     current: dict[str, Scorer] | None = None
     for _ in range(TRANSDUCTIVE_ITERATIONS):
@@ -139,43 +140,76 @@ def fit_transductive(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer]
 
         stats = passes.stats(labeller)
         current = {n: transductive_scorer(stats[n]) for n in ctx.views}
-    return current, TRANSDUCTIVE_ITERATIONS
+    return current, {"passes": TRANSDUCTIVE_ITERATIONS}
 
 
-def fit_cotrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], int]:
-    """Co-training of two per-view discriminants (core/scorers.py). Round 1 labels by base cosine
-    with the fit's base margin thresholds; each later round labels with the previous round's
-    discriminants, confidence threshold = the confident_share quantile of their margins on a fixed
-    sample. Stops when the trained class counts settle or after COTRAIN_MAX_ITERATIONS passes."""
+def cotrain_round(names: list[str], xs: dict[str, np.ndarray], cosines: dict[str, np.ndarray],
+                  current: dict[str, Scorer] | None, thresholds: list[float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One co-training round's (training label, keep mask) per view: from the base cosines in round
+    1 (current None), else from the current discriminants (core/scorers.cotrain_targets)."""
+    scores = [cosines[n] if current is None else current[n].scores(xs[n], cosines[n]) for n in names]
+    return cotrain_targets([s.argmax(axis=1) for s in scores], [top_margin(s) for s in scores], thresholds)
+
+
+def _mean_stats(stats: list[LabelStats]) -> LabelStats:
+    k = float(len(stats))
+    return LabelStats(sum(s.weight for s in stats) / k, sum(s.sums for s in stats) / k, sum(s.sumsq for s in stats) / k,
+                      sum(s.scatter for s in stats) / k)
+
+
+def fit_cotrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dict]:
+    """Co-training of two per-view discriminants (core/scorers.py), run to convergence.
+
+    The rounds run on the driver's fixed sample (every valid item up to COTRAIN_SAMPLE): round 1
+    labels by base cosine with the fit's base margin thresholds, each later round with the previous
+    round's discriminants, the confidence thresholds being the confident_share quantile of their
+    margins. The round map is deterministic on a finite set of training targets, so the targets
+    must repeat: at the first repeat (a fixed point, period 1, or a cycle, period p) the loop stops
+    and the discriminants are fitted on the mean of the cycle's statistics, which does not depend
+    on where the cycle was entered. Nothing depends on a pass cap. When the sample is not every
+    item, one pass over all items then fits the final discriminants on the targets the converged
+    ones give (thresholds from the sample)."""
     names = list(ctx.views)
     sample = passes.sample()
+    n_classes = {n: len(ctx.class_vectors[n]) for n in names}
     sample_cos = {n: sample[n] @ np.asarray(ctx.class_vectors[n], np.float64).T for n in names}
     current: dict[str, Scorer] | None = None
     thresholds = [ctx.margins[n] for n in names]
-    previous_counts = None
-    passes_used = 0
-    for passes_used in range(1, COTRAIN_MAX_ITERATIONS + 1):
-
-        def labeller(xs, cosines, current=current, thresholds=thresholds):
-            scores = [cosines[n] if current is None else current[n].scores(xs[n], cosines[n]) for n in names]
-            targets = cotrain_targets([s.argmax(axis=1) for s in scores], [top_margin(s) for s in scores], thresholds)
-            return {n: LabelStats.from_labels(xs[n], label, cosines[n].shape[1], keep, with_scatter=True)
-                    for n, (label, keep) in zip(names, targets)}
-
-        stats = passes.stats(labeller)
-        if not stats or min(stats[n].weight.sum() for n in names) == 0:
+    seen: dict[bytes, int] = {}
+    history: list[dict[str, LabelStats]] = []
+    cycle: list[dict[str, LabelStats]] | None = None
+    for rounds in range(1, COTRAIN_MAX_ROUNDS + 1):
+        targets = cotrain_round(names, sample, sample_cos, current, thresholds)
+        state = hashlib.sha256(b"".join(np.where(keep, label, -1).astype(np.int64).tobytes() for label, keep in targets)).digest()
+        if state in seen:
+            cycle = history[seen[state]:]
+            break
+        stats = {n: LabelStats.from_labels(sample[n], label, n_classes[n], keep, with_scatter=True)
+                 for n, (label, keep) in zip(names, targets)}
+        if min(stats[n].weight.sum() for n in names) == 0:
             raise UsageError("cotrain: no item to learn from (the views agree on none and neither is confident)")
+        seen[state] = len(history)
+        history.append(stats)
         current = {n: lda_scorer(stats[n]) for n in names}
         thresholds = [margin_threshold(top_margin(current[n].scores(sample[n], sample_cos[n])), ctx.confident_share)
                       for n in names]
-        counts = np.concatenate([stats[n].weight for n in names])
-        moved = None if previous_counts is None else float(np.abs(counts - previous_counts).sum())
-        log.info("cotrain pass %d: trained on %s items%s", passes_used, "/".join(str(int(stats[n].weight.sum())) for n in names),
-                 "" if moved is None else f", class counts moved by {int(moved)}")
-        if moved is not None and moved <= COTRAIN_TOLERANCE * max(ctx.valid_items, 1):
-            break
-        previous_counts = counts
-    return current, passes_used
+    converged = cycle is not None
+    cycle = cycle if converged else history[-1:]
+    log.info("cotrain: %s after %d rounds on %d items%s", "targets repeat" if converged else "NOT converged",
+             len(history), len(sample[names[0]]), f" (period {len(cycle)})" if converged else "")
+    model = {n: lda_scorer(_mean_stats([c[n] for c in cycle])) for n in names}
+    facts = {"passes": 0, "rounds": len(history), "converged": converged, "period": len(cycle) if converged else None,
+             "sample_items": int(len(sample[names[0]]))}
+    if len(sample[names[0]]) >= ctx.valid_items:
+        return model, facts
+    thresholds = [margin_threshold(top_margin(model[n].scores(sample[n], sample_cos[n])), ctx.confident_share) for n in names]
+
+    def labeller(xs, cosines):
+        return {n: LabelStats.from_labels(xs[n], label, cosines[n].shape[1], keep, with_scatter=True)
+                for n, (label, keep) in zip(names, cotrain_round(names, xs, cosines, model, thresholds))}
+
+    stats = passes.stats(labeller)
+    return {n: lda_scorer(stats[n]) for n in names}, {**facts, "passes": 1}
 
 
 def _entry(*methods: Method) -> dict[str, Method]:

@@ -185,8 +185,8 @@ def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable]
                              valid_items, share)
         for method in iterative(methods):
             start = time.perf_counter()
-            fitted, used = REGISTRY[method].fit(passes, context)
-            method_fits[method] = {"passes": used, "seconds": round(time.perf_counter() - start, 2), "confident_share": share}
+            fitted, facts = REGISTRY[method].fit(passes, context)
+            method_fits[method] = {**facts, "seconds": round(time.perf_counter() - start, 2), "confident_share": share}
             for name, scorer in fitted.items():
                 scorers[name][method] = scorer
     fitted_views = [
