@@ -43,6 +43,10 @@ class RunOptions:
     items_format: str | None = _option(None, "format of --items when it is a path: parquet, or any format spark.read "
                                        "knows (orc, json, csv...); --items may also be table:NAME",
                                        ("fit", "classify", "run", "audit", "embed"))
+    labels: str | None = _option(None, "verified labels: Parquet or CSV (.csv) with item_id and label (a class_id); "
+                                 "fixed training items of every learning method, a verified_label column in the "
+                                 "predictions, and left out of the metrics (the estimator's labelsPath)",
+                                 ("fit", "classify", "run"))
     items_reader: str = _option("auto", "how classify reads the items: arrow (pyarrow in the Python workers, about 2x "
                                 "faster: a Parquet path of file: URIs, string or integer ids, array vectors), "
                                 "spark (Spark's reader: any source), auto (arrow where it can)",

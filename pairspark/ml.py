@@ -16,6 +16,7 @@ expression (spark/transform.py). Neither changes the session's configuration.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -30,10 +31,13 @@ from pairspark.core.methods import primary_method
 from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams
 from pairspark.spark.fit import fit_views
-from pairspark.spark.io import DUPLICATE, ITEM_ID, check_item_dims, load_classes, require_columns, require_rows, vector_column
+from pairspark.spark.io import (DUPLICATE, ITEM_ID, check_item_dims, load_classes, read_labels, require_columns, require_rows,
+                                vector_column, with_verified)
 from pairspark.spark.model_io import load_model, model_view_meta, read_metadata, save_model, write_metadata
 from pairspark.spark.transform import transform_items, with_duplicate_flag
 from pairspark.views import parse_views
+
+log = logging.getLogger("pairspark")
 
 
 class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, MLWritable):
@@ -44,7 +48,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
 
     @keyword_only
     def __init__(self, *, classesPath: str | None = None, classesFormat: str | None = None, views: str | None = None,
-                 methods: str | None = None, ratioThreshold: float | None = None, minDims: int | None = None,
+                 labelsPath: str | None = None, methods: str | None = None, ratioThreshold: float | None = None, minDims: int | None = None,
                  maxDims: int | None = None, minClassCount: int | None = None, minCosine: float | None = None,
                  minMargin: str | None = None, seed: int | None = None, candidates: int | None = None):
         super().__init__()
@@ -52,7 +56,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
 
     @keyword_only
     def setParams(self, *, classesPath: str | None = None, classesFormat: str | None = None, views: str | None = None,
-                  methods: str | None = None, ratioThreshold: float | None = None, minDims: int | None = None,
+                  labelsPath: str | None = None, methods: str | None = None, ratioThreshold: float | None = None, minDims: int | None = None,
                   maxDims: int | None = None, minClassCount: int | None = None, minCosine: float | None = None,
                   minMargin: str | None = None, seed: int | None = None, candidates: int | None = None) -> PairwiseTournamentClassifier:
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
@@ -65,6 +69,9 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
 
     def setViews(self, value: str) -> PairwiseTournamentClassifier:
         return self._set(views=value)
+
+    def setLabelsPath(self, value: str) -> PairwiseTournamentClassifier:
+        return self._set(labelsPath=value)
 
     def setMethods(self, value: str) -> PairwiseTournamentClassifier:
         return self._set(methods=value)
@@ -107,6 +114,14 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
         columns = list(dict.fromkeys(v.column for v in views))
         arrays = dataset.select(ITEM_ID, *[vector_column(dataset, c, "items").alias(c) for c in columns])
         marked = with_duplicate_flag(arrays).select(ITEM_ID, *columns, DUPLICATE)
+        labels_meta = None
+        if self.labels_path():
+            labels = read_labels(spark, self.labels_path(), tables[views[0].name].class_ids)
+            marked, labels_meta = with_verified(marked, labels)
+            labels_meta = {"path": self.labels_path(), **labels_meta}
+            if labels_meta["not_among_items"]:
+                log.warning("labels: %d of %d labelled item_ids are not among the items", labels_meta["not_among_items"],
+                            labels_meta["given"])
         start = time.perf_counter()
         result = fit_views(marked, views, tables, self, methods)
         if result.valid_items == 0:
@@ -117,6 +132,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
             "method_fits": result.method_fits,
             "mask_settings": vars(self.mask_settings()),
             "counts": {"valid_items": result.valid_items},
+            **({"labels": labels_meta} if labels_meta else {}),
             "fit_seconds": round(time.perf_counter() - start, 2),
             "pairspark_version": __version__,
         }

@@ -123,6 +123,12 @@ class HasPairsparkParams(Params):
         "the format of classesPath when it is a path: parquet, or any format spark.read knows (orc, json...); "
         "classesPath may also be table:NAME, a table of the session's catalog",
         typeConverter=TypeConverters.toString)
+    labelsPath = Param(
+        Params._dummy(), "labelsPath",
+        "fit: verified labels, a Parquet or CSV (.csv) file with columns item_id and label (a class_id); "
+        "each labelled item is a fixed training item of every learning method (weighted as 5 "
+        "pseudo-labelled ones), and of the confident statistics behind the masks",
+        typeConverter=TypeConverters.toString)
     views = Param(
         Params._dummy(), "views",
         "NAME=COL[,NAME=COL]: one or two views; NAME is the classes table's column, COL the items' "
@@ -175,6 +181,13 @@ class HasPairsparkParams(Params):
 
     def getClassesFormat(self) -> str:
         return self.getOrDefault(self.classesFormat)
+
+    def getLabelsPath(self) -> str:
+        return self.getOrDefault(self.labelsPath)
+
+    def labels_path(self) -> str | None:
+        """labelsPath when set, else None (no verified labels)."""
+        return self.getLabelsPath() if self.isDefined(self.labelsPath) and self.getLabelsPath() else None
 
     def getViews(self) -> str:
         return self.getOrDefault(self.views)

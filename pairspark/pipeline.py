@@ -34,7 +34,8 @@ from pairspark.report import SUSPECTS_SHOWN, render_report
 from pairspark.spark.compat import create_frame
 from pairspark.spark.audit import audit_predictions, diff_predictions, with_item_columns
 from pairspark.spark.evaluate import evaluate_predictions
-from pairspark.spark.io import ITEM_ID, REASON, TABLE_PREFIX, by_name, check_item_dims, read_parquet, read_source, require_columns
+from pairspark.spark.io import (ITEM_ID, REASON, TABLE_PREFIX, VERIFIED_LABEL, by_name, check_item_dims, labels_frame, read_labels,
+                                read_parquet, read_source, require_columns)
 from pairspark.spark.publish import FileSystem, atomic_output, output_lock, publish_table, recover, repoint
 
 log = logging.getLogger("pairspark")
@@ -89,7 +90,7 @@ def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[Vie
     with _tracked("fit", settings.experiment, params) as tracker, _stage("fit", spark) as facts:
         items = _items(spark, items_path, settings)
         estimator = PairwiseTournamentClassifier(classesPath=classes_path, classesFormat=settings.classes_format,
-                                                 views=format_views(views), **settings.params)
+                                                 views=format_views(views), labelsPath=settings.labels, **settings.params)
         if settings.on_invalid == "error":
             _stop_on_invalid_items(spark, items, estimator, views, items_path)
         model = estimator.fit(items)
@@ -98,7 +99,8 @@ def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[Vie
             "created_at": _now(),
             **model.meta,
             "settings": settings.to_json(),
-            "inputs": {"items": source_ref(fs, items_path), "classes": source_ref(fs, classes_path)},
+            "inputs": {"items": source_ref(fs, items_path), "classes": source_ref(fs, classes_path),
+                       **({"labels": fs.qualify(settings.labels)} if settings.labels else {})},
             "versions": _versions(),
         }
         with atomic_output(spark, out, {"counts": model.meta["counts"]}) as staging:
@@ -166,6 +168,8 @@ def classify(
         views = [View(v.name, v.column) for v in model.view_models]
         require_columns(items, [ITEM_ID, *[v.column for v in views]], "items table")
         check_item_dims(items, views, {v.name: v.dim for v in model.view_models})
+        labels_path = settings.labels or model.labels_path()
+        labels = (labels_path, read_labels(spark, labels_path, model.view_models[0].class_ids)) if labels_path else None
         scan = _arrow_scan(items, items_path, views, label_col, settings)
         answers = [f.name for f in answer_fields(model.view_models, model.run_methods)]
         if scan is not None:
@@ -190,7 +194,7 @@ def classify(
             set_aside = lambda: result.where(invalid).select(*[by_name(c) for c in items.columns], REASON)  # noqa: E731
         try:
             info = _publish_classified(spark, result, set_aside, model, settings, label_col, items_path, model_dir, out,
-                                       quarantine_out)
+                                       quarantine_out, labels)
         finally:
             result.unpersist()
         if settings.predictions_table and publish_table:
@@ -229,7 +233,7 @@ def _arrow_scan(items: DataFrame, items_path: str, views: list[View], label_col:
 
 
 def _publish_classified(spark, result, set_aside, model, settings, label_col, items_path, model_dir, out,
-                        quarantine_out) -> dict:
+                        quarantine_out, labels: tuple[str, pa.Table] | None) -> dict:
     """Quarantine first, then predictions (whose counts refer to it), each published atomically.
     `set_aside()`: the invalid rows as the items hold them, plus REASON."""
     views, methods = model.view_models, model.run_methods
@@ -245,10 +249,11 @@ def _publish_classified(spark, result, set_aside, model, settings, label_col, it
     # partitioning or row order (the tournament itself never depends on them).
     answers = [f.name for f in answer_fields(views, methods) if f.name != REASON]
     label = [F.col(_LABEL).alias(label_col)] if label_col else []
-    predictions = (
-        result.where(F.col(REASON).isNull()).select(F.col(_ID).alias(ITEM_ID), *label, *answers)
-        .repartition(settings.output_files, ITEM_ID).sortWithinPartitions(ITEM_ID)
-    )
+    predictions = result.where(F.col(REASON).isNull()).select(F.col(_ID).alias(ITEM_ID), *label, *answers)
+    if labels is not None:  # the verified class beside the model's own answer (the metrics leave these items out)
+        verified = labels_frame(spark, labels[1]).select(ITEM_ID, F.col("label").alias(VERIFIED_LABEL))
+        predictions = predictions.join(F.broadcast(verified), ITEM_ID, "left")
+    predictions = predictions.repartition(settings.output_files, ITEM_ID).sortWithinPartitions(ITEM_ID)
     marker = {}
     with atomic_output(spark, out, marker) as staging:
         predictions.write.parquet(staging)
@@ -274,6 +279,10 @@ def _publish_classified(spark, result, set_aside, model, settings, label_col, it
             },
             "versions": _versions(),
         }
+        if labels is not None:
+            verified = spark.read.parquet(staging).where(F.col(VERIFIED_LABEL).isNotNull()).count()
+            info["labels"] = {"path": FileSystem(spark).qualify(labels[0]), "given": labels[1].num_rows, "verified_items": verified,
+                              "not_among_classified": labels[1].num_rows - verified}
         FileSystem(spark).write_json(f"{staging}/{PREDICTIONS_INFO}", info)
         marker["counts"] = info["counts"]
     return info
@@ -289,10 +298,16 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
         fs = FileSystem(spark)
         info = _predictions_info(fs, predictions_dir)
         predictions = read_parquet(spark, predictions_dir, "predictions")
+        verified = 0
+        if VERIFIED_LABEL in predictions.columns:  # metrics on the items the model was not given the answer for
+            verified = predictions.where(F.col(VERIFIED_LABEL).isNotNull()).count()
+            predictions = predictions.where(F.col(VERIFIED_LABEL).isNull())
         label_col = label_col or info.get("label_column")
         report = evaluate_predictions(predictions, info["views"], info["methods"], info["class_ids"], label_col,
                                       parse_binary(binary))
         report["counts"].update(info["counts"])
+        if VERIFIED_LABEL in read_parquet(spark, predictions_dir, "predictions").columns:
+            report["counts"]["verified_excluded"] = verified  # every metric is over the other items
         report["primary_method"] = info["primary_method"]
         report["predictions"] = fs.qualify(predictions_dir)
         report["created_at"] = _now()

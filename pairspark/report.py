@@ -126,6 +126,9 @@ def render_report(report: dict, suspects: list[dict], class_counts: dict, change
              f"Primary method (NAME_class): <b>{html.escape(primary)}</b>.</p>"]
 
     parts.append("<h2>Summary</h2>")
+    if counts.get("verified_excluded"):
+        parts.append(f"<p class='note'>{counts['verified_excluded']} items carry a verified label (--labels): the model "
+                     "trained on them, so every metric below is computed on the other items only.</p>")
     count_rows = [[k, v] for k, v in counts.items() if not isinstance(v, dict)]
     count_rows += [[f"quarantined: {reason}", n] for reason, n in counts.get("quarantined_by_reason", {}).items()]
     parts.append(_table(["count", "items"], count_rows))

@@ -59,6 +59,51 @@ def run_method(spark, folder: Path, views: list[View], method: str, work: Path, 
     return {"fit_s": fitted - start, "classify_s": classified - fitted, "report": report}
 
 
+LABELS_PER_CLASS = (5, 20)  # verified labels drawn per class (seed 0) from the set's label column
+
+
+def draw_labels(folder: Path, per_class: int, out: Path, seed: int = 0) -> Path:
+    """A --labels file: `per_class` items of each class drawn from the label column."""
+    import numpy as np
+    import pyarrow as pa
+
+    table = pq.read_table(folder / "items.parquet", columns=["item_id", "label"])
+    class_ids = set(pq.read_table(folder / "classes.parquet", columns=["class_id"]).column("class_id").to_pylist())
+    ids, labels = table.column("item_id").to_pylist(), table.column("label").to_pylist()
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in sorted(class_ids):
+        rows = [i for i, lab in enumerate(labels) if lab == c]
+        picked += sorted(rng.choice(rows, min(per_class, len(rows)), replace=False).tolist()) if rows else []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"item_id": [ids[i] for i in picked], "label": [labels[i] for i in picked]}), out)
+    return out
+
+
+def run_default(spark, folder: Path, views: list[View], out: Path, label: str, labels: Path | None = None) -> dict:
+    """The default methods (auto), optionally with verified labels: (base, primary) accuracy per view,
+    on the items not in the labels."""
+    settings = load_settings(None, {"labels": str(labels)} if labels else {})
+    items = str(folder / "items.parquet")
+    pipeline.fit(spark, items, str(folder / "classes.parquet"), views, str(out / "model"), settings)
+    pipeline.classify(spark, items, str(out / "model"), str(out / "predictions"), settings, label)
+    report = pipeline.evaluate(spark, str(out / "predictions"), str(out / "report"), label)
+    primary = report["primary_method"]
+    return {v.name: (report["vs_label"][v.name]["base"]["accuracy"], report["vs_label"][v.name][primary]["accuracy"])
+            for v in views}
+
+
+def measure_labels_and_single_views(spark, folder: Path, views: list[View], work: Path, label: str) -> dict:
+    out = {"labels": {}, "single_view": {}}
+    for k in LABELS_PER_CLASS:
+        labels = draw_labels(folder, k, work / folder.name / f"labels{k}" / "labels.parquet")
+        out["labels"][k] = run_default(spark, folder, views, work / folder.name / f"labels{k}", label, labels)
+    for view in views:
+        out["single_view"][view.name] = run_default(spark, folder, [view], work / folder.name / f"alone-{view.name}", label)[view.name]
+    print(f"{folder.name:14s} labels/single views {json.dumps(out)}", flush=True)
+    return out
+
+
 def measure(spark, folder: Path, work: Path) -> dict:
     views = set_views(folder)
     label = "label" if "label" in pq.read_schema(folder / "items.parquet").names else None
@@ -77,9 +122,10 @@ def measure(spark, folder: Path, work: Path) -> dict:
                 row[f"{v.name}.macro_f1"] = m["macro_f1"]
         results[method] = row
         print(f"{folder.name:14s} {method:13s} " + " ".join(f"{k}={v:.4f}" for k, v in row.items()), flush=True)
+    extra = measure_labels_and_single_views(spark, folder, views, work, label) if label and len(views) == 2 else None
     return {"set": folder.name, "path": str(folder), "views": [v.name for v in views], "label": label,
             "items": rep["counts"]["items"], "classes": len(rep["agreement"][method]["classes"]) if len(views) == 2 else None,
-            "methods": results}
+            "methods": results, "extra": extra}
 
 
 def _fmt(value: float, best: bool, digits: int = 4) -> str:
@@ -152,6 +198,25 @@ def render(sets: list[dict], seconds: float) -> str:
                 f"({worst * 100:+.1f}); better mean than every other method: {'met' if beats else 'MISSED'}.",
                 "",
             ]
+    extra = [s for s in sets if s.get("extra")]
+    if extra:
+        ks = LABELS_PER_CLASS
+        lines += ["## Verified labels and single views (the default methods, accuracy on the items not in the labels)", "",
+                  f"Labels: {' and '.join(map(str, ks))} items per class drawn from the `label` column (seed 0), given "
+                  "with `--labels`; the metrics leave them out, so each run's base is on its own remaining items. "
+                  "Single view: the set run with that view only (default methods with one view: base, pairwise; "
+                  "pairwise gives NAME_class).", "",
+                  "| set/view | base | default, no labels | " + " | ".join(f"base ({k}/class) | default, {k} labels/class" for k in ks)
+                  + " | alone: base | alone: default |",
+                  "|---|" + "---|" * (4 + 2 * len(ks))]
+        for s in extra:
+            for v in s["views"]:
+                cells = [s["methods"]["base"][f"{v}.accuracy"], s["methods"][default][f"{v}.accuracy"]]
+                for k in ks:
+                    cells += list(s["extra"]["labels"][k][v])
+                cells += list(s["extra"]["single_view"][v])
+                lines.append(f"| {s['set']}/{v} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -294,10 +294,11 @@ class _MemoryPasses:
 
     def stats(self, labeller):
         self.passes += 1
-        return labeller(self.xs, {n: x @ self.ts[n].T for n, x in self.xs.items()})
+        n = len(next(iter(self.xs.values())))
+        return labeller(self.xs, {n: x @ self.ts[n].T for n, x in self.xs.items()}, np.full(n, -1))
 
     def sample(self):
-        return {n: x[self.rows] for n, x in self.xs.items()}
+        return {n: x[self.rows] for n, x in self.xs.items()}, np.full(len(self.rows), -1)
 
 
 def _cotrain_problem(seed=7, per_class=60):
@@ -348,3 +349,18 @@ def test_cotrain_on_a_sample_ends_with_one_pass_that_fits_every_item():
     for n, (lab, keep) in zip("ab", targets):
         want = lda_scorer(LabelStats.from_labels(xs[n], lab, 4, keep, with_scatter=True))
         np.testing.assert_allclose(scorers[n].weights, want.weights, rtol=1e-9, atol=1e-12)
+
+
+def test_a_verified_row_trains_on_its_class_at_the_verified_weight_and_is_never_pseudo_labelled():
+    from pairspark.core.methods import VERIFIED_WEIGHT, cotrain_round, training_stats
+
+    x = normalize_rows(np.array([[1.0, 0.1], [0.1, 1.0], [0.9, 0.3]]))
+    stats = training_stats(x, np.array([0, 1, 0]), np.array([True, True, False]), np.array([-1, 0, 1]), 2)
+    # row 0 pseudo (class 0, weight 1); row 1 verified class 0 (its pseudo label 1 ignored); row 2 verified class 1
+    assert stats.weight.tolist() == [1 + VERIFIED_WEIGHT, VERIFIED_WEIGHT]
+    np.testing.assert_allclose(stats.sums[0], x[0] + VERIFIED_WEIGHT * x[1])
+    np.testing.assert_allclose(stats.sums[1], VERIFIED_WEIGHT * x[2])
+    cos = {"a": x @ np.eye(2), "b": x @ np.eye(2)}
+    targets = cotrain_round(["a", "b"], {"a": x, "b": x}, cos, None, [9.0, 9.0], np.array([-1, 0, -1]))
+    for label, keep in targets:  # row 1 agrees on class 1 in both views but is verified as 0
+        assert label.tolist() == [0, 0, 0] and keep.tolist() == [True, True, True]

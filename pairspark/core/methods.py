@@ -61,8 +61,12 @@ class Batch:
 
 # (labels (n,), per-class scores (n, C) or None for methods that only name a winner)
 Prediction = tuple[np.ndarray, "np.ndarray | None"]
-# (unit rows per view, base cosines per view) -> LabelStats per view
-Labeller = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, LabelStats]]
+# (unit rows per view, base cosines per view, verified class index per row or -1) -> LabelStats per view
+Labeller = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray], dict[str, LabelStats]]
+# a verified item (--labels) weighs as this many pseudo-labelled ones in every learning method's
+# statistics (measured 1, 5 and 20, and weights set as a share of the pseudo-labelled mass:
+# docs/METHOD.md, "Verified labels")
+VERIFIED_WEIGHT = 5.0
 
 
 class Passes(Protocol):
@@ -71,8 +75,21 @@ class Passes(Protocol):
     def stats(self, labeller: Labeller) -> dict[str, LabelStats]:
         """One pass: the sum over every item of labeller's LabelStats, per view."""
 
-    def sample(self) -> dict[str, np.ndarray]:
-        """Unit rows per view of a fixed random subset of the items (the same on every call)."""
+    def sample(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Unit rows per view of a fixed random subset of the items plus every verified item (the
+        same on every call), and each row's verified class index (-1 for none)."""
+
+
+def training_stats(x: np.ndarray, labels: np.ndarray, keep: np.ndarray | None, verified: np.ndarray, n_classes: int,
+                   with_scatter: bool = False) -> LabelStats:
+    """One view's training statistics: the kept pseudo-labelled rows, plus every verified row
+    with its verified class at VERIFIED_WEIGHT (a verified row is never pseudo-labelled)."""
+    is_verified = verified >= 0
+    keep = np.ones(len(labels), bool) if keep is None else keep
+    stats = LabelStats.from_labels(x, labels, n_classes, keep & ~is_verified, with_scatter)
+    if is_verified.any():
+        stats = stats + LabelStats.from_labels(x, verified, n_classes, is_verified, with_scatter).scaled(VERIFIED_WEIGHT)
+    return stats
 
 
 @dataclass(frozen=True)
@@ -121,8 +138,9 @@ def fit_centroid(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], di
     for _ in range(CENTROID_ITERATIONS - 1):
         current = dict(scorers)
 
-        def labeller(xs, cosines, current=current):
-            return {n: LabelStats.from_labels(x, current[n].predict(x, cosines[n]), len(current[n].bias)) for n, x in xs.items()}
+        def labeller(xs, cosines, verified, current=current):
+            return {n: training_stats(x, current[n].predict(x, cosines[n]), None, verified, len(current[n].bias))
+                    for n, x in xs.items()}
 
         stats = passes.stats(labeller)
         scorers = {n: centroid_scorer(stats[n], ctx.class_vectors[n]) for n in ctx.views}
@@ -134,9 +152,17 @@ def fit_transductive(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer]
     current: dict[str, Scorer] | None = None
     for _ in range(TRANSDUCTIVE_ITERATIONS):
 
-        def labeller(xs, cosines, current=current):
-            return {n: LabelStats.from_weights(x, transductive_initial(cosines[n]) if current is None
-                                               else softmax(current[n].scores(x, cosines[n]))) for n, x in xs.items()}
+        def labeller(xs, cosines, verified, current=current):
+            out = {}
+            for n, x in xs.items():
+                z = transductive_initial(cosines[n]) if current is None else softmax(current[n].scores(x, cosines[n]))
+                rows = np.flatnonzero(verified >= 0)
+                if len(rows):  # a verified row: all its weight on its class
+                    z = z.copy()
+                    z[rows] = 0.0
+                    z[rows, verified[rows]] = VERIFIED_WEIGHT
+                out[n] = LabelStats.from_weights(x, z)
+            return out
 
         stats = passes.stats(labeller)
         current = {n: transductive_scorer(stats[n]) for n in ctx.views}
@@ -144,11 +170,17 @@ def fit_transductive(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer]
 
 
 def cotrain_round(names: list[str], xs: dict[str, np.ndarray], cosines: dict[str, np.ndarray],
-                  current: dict[str, Scorer] | None, thresholds: list[float]) -> list[tuple[np.ndarray, np.ndarray]]:
+                  current: dict[str, Scorer] | None, thresholds: list[float],
+                  verified: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """One co-training round's (training label, keep mask) per view: from the base cosines in round
-    1 (current None), else from the current discriminants (core/scorers.cotrain_targets)."""
+    1 (current None), else from the current discriminants (core/scorers.cotrain_targets); a
+    verified row is trained on its verified class in both views."""
     scores = [cosines[n] if current is None else current[n].scores(xs[n], cosines[n]) for n in names]
-    return cotrain_targets([s.argmax(axis=1) for s in scores], [top_margin(s) for s in scores], thresholds)
+    targets = cotrain_targets([s.argmax(axis=1) for s in scores], [top_margin(s) for s in scores], thresholds)
+    if verified is None or not (verified >= 0).any():
+        return targets
+    fixed = verified >= 0
+    return [(np.where(fixed, verified, label), keep | fixed) for label, keep in targets]
 
 
 def _mean_stats(stats: list[LabelStats]) -> LabelStats:
@@ -170,7 +202,7 @@ def fit_cotrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dic
     item, one pass over all items then fits the final discriminants on the targets the converged
     ones give (thresholds from the sample)."""
     names = list(ctx.views)
-    sample = passes.sample()
+    sample, sample_verified = passes.sample()
     n_classes = {n: len(ctx.class_vectors[n]) for n in names}
     sample_cos = {n: sample[n] @ np.asarray(ctx.class_vectors[n], np.float64).T for n in names}
     current: dict[str, Scorer] | None = None
@@ -179,12 +211,12 @@ def fit_cotrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dic
     history: list[dict[str, LabelStats]] = []
     cycle: list[dict[str, LabelStats]] | None = None
     for rounds in range(1, COTRAIN_MAX_ROUNDS + 1):
-        targets = cotrain_round(names, sample, sample_cos, current, thresholds)
+        targets = cotrain_round(names, sample, sample_cos, current, thresholds, sample_verified)
         state = hashlib.sha256(b"".join(np.where(keep, label, -1).astype(np.int64).tobytes() for label, keep in targets)).digest()
         if state in seen:
             cycle = history[seen[state]:]
             break
-        stats = {n: LabelStats.from_labels(sample[n], label, n_classes[n], keep, with_scatter=True)
+        stats = {n: training_stats(sample[n], label, keep, sample_verified, n_classes[n], with_scatter=True)
                  for n, (label, keep) in zip(names, targets)}
         if min(stats[n].weight.sum() for n in names) == 0:
             raise UsageError("cotrain: no item to learn from (the views agree on none and neither is confident)")
@@ -200,13 +232,13 @@ def fit_cotrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dic
     model = {n: lda_scorer(_mean_stats([c[n] for c in cycle])) for n in names}
     facts = {"passes": 0, "rounds": len(history), "converged": converged, "period": len(cycle) if converged else None,
              "sample_items": int(len(sample[names[0]]))}
-    if len(sample[names[0]]) >= ctx.valid_items:
+    if len(sample[names[0]]) >= ctx.valid_items:  # the sample is every item
         return model, facts
     thresholds = [margin_threshold(top_margin(model[n].scores(sample[n], sample_cos[n])), ctx.confident_share) for n in names]
 
-    def labeller(xs, cosines):
-        return {n: LabelStats.from_labels(xs[n], label, cosines[n].shape[1], keep, with_scatter=True)
-                for n, (label, keep) in zip(names, cotrain_round(names, xs, cosines, model, thresholds))}
+    def labeller(xs, cosines, verified):
+        return {n: training_stats(xs[n], label, keep, verified, cosines[n].shape[1], with_scatter=True)
+                for n, (label, keep) in zip(names, cotrain_round(names, xs, cosines, model, thresholds, verified))}
 
     stats = passes.stats(labeller)
     return {n: lda_scorer(stats[n]) for n in names}, {**facts, "passes": 1}

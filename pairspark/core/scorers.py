@@ -97,6 +97,9 @@ class LabelStats:
             out.scatter[:] = x.T @ x
         return out
 
+    def scaled(self, factor: float) -> LabelStats:
+        return LabelStats(self.weight * factor, self.sums * factor, self.sumsq * factor, self.scatter * factor)
+
     def __add__(self, other: LabelStats) -> LabelStats:
         return LabelStats(self.weight + other.weight, self.sums + other.sums, self.sumsq + other.sumsq,
                           self.scatter + other.scatter)

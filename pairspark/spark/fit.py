@@ -26,7 +26,7 @@ from pairspark.core.scorers import Scorer
 from pairspark.core.stats import ClassMoments, merge_all
 from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams, MarginRule
-from pairspark.spark.io import ClassTable, list_array, valid_batches, view_base, view_checks
+from pairspark.spark.io import ClassTable, list_array, valid_batches, verified_of, view_base, view_checks
 from pairspark.spark.passes import SparkPasses
 from pairspark.views import View
 
@@ -100,7 +100,8 @@ class FitResult:
 def confident_moments(
     valid: DataFrame, views: list[View], tables: dict[str, ClassTable], min_cosine: float, margins: dict[str, float]
 ) -> tuple[dict[str, ClassMoments], int]:
-    """Per-view ClassMoments over the confident subset, and the number of valid items seen."""
+    """Per-view ClassMoments over the confident subset (plus every verified item, in its verified
+    class), and the number of valid items seen."""
     checks = view_checks(views, {v.name: tables[v.name].dim for v in views})
 
     def partial_moments(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -109,11 +110,14 @@ def confident_moments(
         rows_seen = 0
         for batch in valid_batches(batches, checks):
             rows_seen += batch.num_rows
+            verified = verified_of(batch)
             for view in views:
                 x_unit, base = view_base(batch, view.column, tables[view.name])
-                keep = confident(base, min_cosine, margins[view.name])
+                # a verified item counts for its verified class, confident or not
+                keep = confident(base, min_cosine, margins[view.name]) | (verified >= 0)
+                labels = np.where(verified >= 0, verified, base.best)
                 acc[view.name] = acc[view.name].merge(
-                    ClassMoments.from_batch(x_unit[keep], base.best[keep], acc[view.name].n_classes)
+                    ClassMoments.from_batch(x_unit[keep], labels[keep], acc[view.name].n_classes)
                 )
         names, classes, counts, means, m2s = [], [], [], [], []
         for view in views:

@@ -18,6 +18,7 @@ from pairspark.views import View
 from pairspark.core.cosine import base_assign, unit_rows64
 from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
+from pairspark.spark.compat import create_frame, to_arrow
 
 ITEM_ID = "item_id"
 CLASS_ID = "class_id"
@@ -241,3 +242,66 @@ def view_base(batch: pa.RecordBatch, column: str, table: ClassTable):
     and classify give every item the same base answer."""
     x_unit = unit_rows64(batch_matrix(batch, column, table.dim))
     return x_unit, base_assign(x_unit, table.vectors.astype(np.float64))
+
+
+# ---- verified labels (--labels / labelsPath) ----
+VERIFIED = "_pairspark_verified"  # class index of a row's verified label, -1 for none (fit's passes)
+VERIFIED_LABEL = "verified_label"  # the predictions' column: the verified class_id, null for none
+
+
+def read_labels(spark: SparkSession, path: str, class_ids: list[str]) -> pa.Table:
+    """The verified labels as (item_id string, label string, class index int32), one row per item:
+    a Parquet file, or CSV with a header when the path ends in .csv. A usage error (one line) for
+    a missing column, a null, an item labelled twice with different classes, or a label that is
+    not a class_id."""
+    fmt = "csv" if path.lower().rstrip("/").endswith(".csv") else "parquet"
+    reader = spark.read.option("header", "true") if fmt == "csv" else spark.read
+    try:
+        frame = reader.format(fmt).load(path)
+        frame.columns
+    except AnalysisException as exc:
+        raise UsageError(f"cannot read labels from {path}: {_first_line(exc)}") from None
+    require_columns(frame, [ITEM_ID, "label"], f"labels {path}")
+    table = to_arrow(frame.select(F.col(ITEM_ID).cast("string").alias(ITEM_ID), F.col("label").cast("string").alias("label"))
+                     .distinct())
+    ids, labels = table.column(ITEM_ID).to_pylist(), table.column("label").to_pylist()
+    nulls = sum(1 for i, lab in zip(ids, labels) if i is None or lab is None)
+    if nulls:
+        raise UsageError(f"labels {path}: {nulls} row(s) with a null item_id or label")
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise UsageError(f"labels {path}: {len(twice)} item(s) labelled with two classes, e.g. item_id={twice[0]!r}")
+    index = {c: i for i, c in enumerate(class_ids)}
+    unknown = sorted({lab for lab in labels if lab not in index})
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:3])
+        raise UsageError(f"labels {path}: {len(unknown)} label(s) that are not a class_id of the classes table: {shown}")
+    return pa.table({ITEM_ID: pa.array(ids, pa.string()), "label": pa.array(labels, pa.string()),
+                     "class_index": pa.array([index[lab] for lab in labels], pa.int32())})
+
+
+def labels_frame(spark: SparkSession, labels: pa.Table) -> DataFrame:
+    return create_frame(spark, labels, T.StructType([T.StructField(ITEM_ID, T.StringType()), T.StructField("label", T.StringType()),
+                                                     T.StructField("class_index", T.IntegerType())]))
+
+
+def with_verified(items: DataFrame, labels: pa.Table) -> tuple[DataFrame, dict]:
+    """The items (item_id, vectors, ...) plus VERIFIED (a verified row's class index, -1 for the
+    others), through a broadcast join of the small labels table; and how many labelled ids the
+    items hold (one id-only job)."""
+    spark = items.sparkSession
+    frame = labels_frame(spark, labels)
+    joined = items.join(F.broadcast(frame.select(F.col(ITEM_ID).alias("_lid"), "class_index")),
+                        F.col(ITEM_ID).cast("string") == F.col("_lid"), "left")
+    marked = joined.select(*[by_name(c) for c in items.columns], F.coalesce(F.col("class_index"), F.lit(-1)).alias(VERIFIED))
+    ids = items.select(F.col(ITEM_ID).cast("string").alias(ITEM_ID)).distinct()
+    matched = frame.join(ids, ITEM_ID, "left_semi").count()
+    return marked, {"given": labels.num_rows, "matched": int(matched), "not_among_items": labels.num_rows - int(matched)}
+
+
+def verified_of(batch: pa.RecordBatch) -> np.ndarray:
+    """Per row of a batch, the verified class index (-1 for none; all -1 without the column)."""
+    i = batch.schema.get_field_index(VERIFIED)
+    if i < 0:
+        return np.full(batch.num_rows, -1, np.int64)
+    return pc.fill_null(batch.column(i), -1).to_numpy(zero_copy_only=False).astype(np.int64)

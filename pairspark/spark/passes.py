@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pairspark.core.methods import Labeller
 from pairspark.core.scorers import LabelStats
 from pairspark.spark.compat import to_arrow
-from pairspark.spark.io import ITEM_ID, ClassTable, valid_batches, view_base, view_checks
+from pairspark.spark.io import ITEM_ID, VERIFIED, ClassTable, valid_batches, verified_of, view_base, view_checks
 from pairspark.views import View
 
 log = logging.getLogger("pairspark")
@@ -57,7 +57,7 @@ def stats_pass(valid: DataFrame, views: list[View], tables: dict[str, ClassTable
             for view in views:
                 xs[view.name], base = view_base(batch, view.column, tables[view.name])
                 cosines[view.name] = base.cosines
-            for name, stats in labeller(xs, cosines).items():
+            for name, stats in labeller(xs, cosines, verified_of(batch)).items():
                 acc[name] = stats if name not in acc else acc[name] + stats
         if acc:
             names = sorted(acc)
@@ -76,21 +76,27 @@ def stats_pass(valid: DataFrame, views: list[View], tables: dict[str, ClassTable
     return out
 
 
-def cotrain_sample(valid: DataFrame, views, tables, valid_items: int, seed: int) -> dict[str, np.ndarray]:
+def cotrain_sample(valid: DataFrame, views, tables, valid_items: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Unit vectors per view of a fixed random subset (about COTRAIN_SAMPLE items) of the valid
-    rows, chosen by a hash of item_id: the same subset whatever the partitioning. The driver uses
-    it to place each round's confidence threshold (a quantile of the margins) without a pass."""
+    rows, chosen by a hash of item_id (the same subset whatever the partitioning), plus every
+    verified row; and each row's verified class index (-1 for none). cotrain runs its rounds on it."""
     fraction = min(1.0, COTRAIN_SAMPLE / max(valid_items, 1))
     bucket = (F.xxhash64(F.lit(int(seed) + 1), F.col(ITEM_ID).cast("string")) % F.lit(1 << 30)).cast("double")
     bucket = F.when(bucket < 0, bucket + float(1 << 30)).otherwise(bucket)
-    chosen = valid.where(bucket < F.lit(fraction * (1 << 30))) if fraction < 1 else valid
+    chosen = bucket < F.lit(fraction * (1 << 30))
+    if VERIFIED in valid.columns:
+        chosen = chosen | (F.col(VERIFIED) >= 0)
+    chosen = valid.where(chosen) if fraction < 1 else valid
     checks = view_checks(views, {v.name: tables[v.name].dim for v in views})
     table = to_arrow(chosen)
     parts = {v.name: [] for v in views}
+    verified = []
     for batch in valid_batches(table.to_batches(), checks):
+        verified.append(verified_of(batch))
         for view in views:
             parts[view.name].append(view_base(batch, view.column, tables[view.name])[0])
-    return {n: (np.concatenate(p) if p else np.zeros((0, tables[n].dim))) for n, p in parts.items()}
+    xs = {n: (np.concatenate(p) if p else np.zeros((0, tables[n].dim))) for n, p in parts.items()}
+    return xs, (np.concatenate(verified) if verified else np.zeros(0, np.int64))
 
 
 
@@ -107,7 +113,7 @@ class SparkPasses:
     def stats(self, labeller: Labeller) -> dict[str, LabelStats]:
         return stats_pass(self._valid, self._views, self._tables, labeller)
 
-    def sample(self) -> dict[str, np.ndarray]:
+    def sample(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         if self._sample is None:
             self._sample = cotrain_sample(self._valid, self._views, self._tables, self._valid_items, self._seed)
         return self._sample
