@@ -298,7 +298,7 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
         fs = FileSystem(spark)
         info = _predictions_info(fs, predictions_dir)
         predictions = read_parquet(spark, predictions_dir, "predictions")
-        verified = 0
+        verified = None
         if VERIFIED_LABEL in predictions.columns:  # metrics on the items the model was not given the answer for
             verified = predictions.where(F.col(VERIFIED_LABEL).isNotNull()).count()
             predictions = predictions.where(F.col(VERIFIED_LABEL).isNull())
@@ -306,7 +306,7 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
         report = evaluate_predictions(predictions, info["views"], info["methods"], info["class_ids"], label_col,
                                       parse_binary(binary))
         report["counts"].update(info["counts"])
-        if VERIFIED_LABEL in read_parquet(spark, predictions_dir, "predictions").columns:
+        if verified is not None:
             report["counts"]["verified_excluded"] = verified  # every metric is over the other items
         report["primary_method"] = info["primary_method"]
         report["predictions"] = fs.qualify(predictions_dir)
