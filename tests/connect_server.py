@@ -29,6 +29,8 @@ from typing import Iterator
 
 import pyspark
 
+from pairspark.spark.publish import _pid_alive as _alive  # kill(0), a zombie counts as dead
+
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 IDENT = "pairspark-test"  # SPARK_IDENT_STRING: fixes the pid and log file names
@@ -77,21 +79,6 @@ def _log_tail(workdir: Path, chars: int = 4000) -> str:
     if log is None:
         return f"(no server log in {workdir / 'logs'})"
     return f"--- tail of {log} ---\n" + log.read_text(errors="replace")[-chars:]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie still answers kill(0); only our own children can be zombies, and the daemon is not one
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except OSError:
-        return True
 
 
 def server_env(workdir: Path) -> dict[str, str]:
