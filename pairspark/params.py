@@ -136,8 +136,9 @@ class HasPairsparkParams(Params):
         typeConverter=_views)
     methods = Param(
         Params._dummy(), "methods",
-        f"comma list of {','.join(METHODS)}, or auto: base,pairwise,cotrain with two views, base,pairwise "
-        "with one. The first of cotrain, pairwise in the list gives NAME_class. On a model: a subset "
+        f"comma list of {','.join(METHODS)}, or auto: base,pairwise,cotrain with two views, "
+        "base,pairwise,selftrain with one. The first of cotrain, selftrain, pairwise in the list gives "
+        "NAME_class. On a model: a subset "
         "of the fitted methods to compute",
         typeConverter=_methods)
     ratioThreshold = Param(

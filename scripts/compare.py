@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from pairspark import pipeline
 from pairspark.config import View, load_settings
-from pairspark.core.methods import METHODS, default_methods, primary_method
+from pairspark.core.methods import METHODS, REGISTRY, default_methods, primary_method
 from pairspark.spark.session import build_session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def measure_labels_and_single_views(spark, folder: Path, views: list[View], work
 def measure(spark, folder: Path, work: Path) -> dict:
     views = set_views(folder)
     label = "label" if "label" in pq.read_schema(folder / "items.parquet").names else None
-    methods = [m for m in METHODS if m != "cotrain" or len(views) == 2]
+    methods = [m for m in METHODS if REGISTRY[m].min_views <= len(views)]
     results = {}
     for method in methods:
         r = run_method(spark, folder, views, method, work, label)

@@ -162,6 +162,13 @@ def test_classify_refuses_a_method_the_model_was_not_fitted_for_and_cotrain_need
         pipeline.classify(spark, items_path, model, str(tmp_path / "p"), load_settings(None, {"methods": "cotrain"}))
     with pytest.raises(UsageError, match="cotrain needs two views"):
         pipeline.fit(spark, items_path, classes_path, VIEWS[:1], str(tmp_path / "m1"), load_settings(None, {"methods": "cotrain"}))
-    # auto with one view: base and pairwise, pairwise primary
+    # auto with one view: base, pairwise and selftrain, whose reproducibility check is recorded per view
     meta = pipeline.fit(spark, items_path, classes_path, VIEWS[:1], str(tmp_path / "m2"), load_settings())
-    assert meta["methods"] == ["base", "pairwise"]
+    assert meta["methods"] == ["base", "pairwise", "selftrain"]
+    fact = meta["method_fits"]["selftrain"]["views"][VIEWS[0].name]
+    assert fact["converged"] and len(fact["reproduced"]) == 5 and isinstance(fact["trusted"], bool)
+    out = str(tmp_path / "p1")
+    pipeline.classify(spark, items_path, str(tmp_path / "m2"), out, load_settings())
+    got = spark.read.parquet(out)
+    name = VIEWS[0].name
+    assert got.filter(f"{name}_class <=> {name}_selftrain").count() == got.count()

@@ -364,3 +364,67 @@ def test_a_verified_row_trains_on_its_class_at_the_verified_weight_and_is_never_
     targets = cotrain_round(["a", "b"], {"a": x, "b": x}, cos, None, [9.0, 9.0], np.array([-1, 0, -1]))
     for label, keep in targets:  # row 1 agrees on class 1 in both views but is verified as 0
         assert label.tolist() == [0, 0, 0] and keep.tolist() == [True, True, True]
+
+
+# ---------- selftrain (core/methods.fit_selftrain): one view, kept only where its changes reproduce ----------
+
+def test_reproducibility_is_the_share_of_changed_rows_both_halves_change_the_same_way():
+    from pairspark.core.methods import reproducibility
+
+    base = np.array([0, 0, 0, 0])
+    # rows 0-2 changed by one half or both; only row 0 the same way
+    assert reproducibility(base, np.array([1, 0, 2, 0]), np.array([1, 2, 0, 0])) == pytest.approx(1 / 3)
+    assert reproducibility(base, base.copy(), base.copy()) == 1.0
+
+
+def test_selftrain_round_keeps_each_views_confident_answers_and_verified_rows():
+    from pairspark.core.methods import selftrain_round
+
+    x = normalize_rows(np.array([[1.0, 0.0], [0.6, 0.5], [0.0, 1.0]]))
+    cos = x @ np.eye(2)  # margins 1.0, ~0.13, 1.0
+    (label, keep), = selftrain_round(["a"], {"a": x}, {"a": cos}, None, [0.5])
+    assert label.tolist() == [0, 0, 1] and keep.tolist() == [True, False, True]
+    (label, keep), = selftrain_round(["a"], {"a": x}, {"a": cos}, None, [0.5], np.array([-1, 1, -1]))
+    assert label.tolist() == [0, 1, 1] and keep.tolist() == [True, True, True]
+
+
+def _one_view(xs, ts, name):
+    from pairspark.core.methods import FitContext
+
+    margins = {name: float(np.quantile(top_margin(xs[name] @ ts[name].T), 0.3))}
+    return FitContext([name], {name: ts[name]}, {}, margins, len(xs[name]), 0.3)
+
+
+def test_selftrain_keeps_what_reproduces_a_prompt_that_misses_its_cluster_is_repaired():
+    from pairspark.core.methods import fit_selftrain
+
+    xs, ts, truth, _ = _cotrain_problem(per_class=120)
+    ctx = _one_view(xs, ts, "b")  # view b's prompt for class 1 points at class 2's cluster
+    scorers, facts = fit_selftrain(_MemoryPasses({"b": xs["b"]}, ts, np.arange(len(truth))), ctx)
+    fact = facts["views"]["b"]
+    assert fact["trusted"] and fact["converged"] and np.median(fact["reproduced"]) >= 0.5
+    cos = xs["b"] @ ts["b"].T
+    assert (scorers["b"].predict(xs["b"], cos) == truth).mean() > (cos.argmax(axis=1) == truth).mean() + 0.05
+
+
+def test_selftrain_falls_back_to_base_where_its_changes_do_not_reproduce():
+    from pairspark.core.methods import fit_selftrain
+
+    rng = np.random.default_rng(3)
+    xs = {"a": normalize_rows(rng.normal(size=(400, 12)))}  # no cluster structure: any change is drift
+    ts = {"a": normalize_rows(rng.normal(size=(5, 12)))}
+    scorers, facts = fit_selftrain(_MemoryPasses(xs, ts, np.arange(400)), _one_view(xs, ts, "a"))
+    assert not facts["views"]["a"]["trusted"] and np.median(facts["views"]["a"]["reproduced"]) < 0.5
+    cos = xs["a"] @ ts["a"].T
+    np.testing.assert_array_equal(scorers["a"].predict(xs["a"], cos), cos.argmax(axis=1))
+
+
+def test_selftrain_on_a_sample_refits_a_kept_view_in_one_pass_over_every_item():
+    from pairspark.core.methods import fit_selftrain
+
+    xs, ts, truth, _ = _cotrain_problem(per_class=150)
+    passes = _MemoryPasses({"b": xs["b"]}, ts, np.arange(0, len(truth), 2))
+    scorers, facts = fit_selftrain(passes, _one_view(xs, ts, "b"))
+    assert facts["views"]["b"]["trusted"] and facts["passes"] == 1 == passes.passes
+    cos = xs["b"] @ ts["b"].T
+    assert (scorers["b"].predict(xs["b"], cos) == truth).mean() > (cos.argmax(axis=1) == truth).mean() + 0.05

@@ -153,6 +153,11 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.where(norms > 0, norms, 1.0)
 
 
+def base_scorer(n_classes: int, dim: int) -> Scorer:
+    """Scores log_softmax(cos): the same argmax as base cosine (a learner's fallback)."""
+    return Scorer(np.zeros((n_classes, dim)), np.zeros(n_classes), prompt_weight=1.0, temperature=1.0)
+
+
 def centroid_scorer(stats: LabelStats, class_vectors: np.ndarray) -> Scorer:
     """Cosine to the unit mean of each class's items; the prompt vector where a class has none."""
     t = np.asarray(class_vectors, np.float64)
