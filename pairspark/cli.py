@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed-classes", help="a classes table from class names (needs pairspark[embed])")
     p.add_argument("--names", required=True, help="a file with one class name per line, or a comma list")
     p.add_argument("--views", required=True, help="NAME[,NAME]: the classes table's vector columns")
-    p.add_argument("--prompt", default="{}", help='prompt template, e.g. "a photo of {}" ({})')
+    p.add_argument("--prompt", action="append", default=None,
+                   help='a prompt template, e.g. "a photo of {}"; repeat it for several prompts per class (their '
+                        'vectors are averaged). Default: the 5 templates of pairspark.embed.PROMPT_TEMPLATES')
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="minilm")
     _settings_options(p, "embed-classes")

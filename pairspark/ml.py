@@ -133,6 +133,9 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
             "mask_settings": vars(self.mask_settings()),
             "counts": {"valid_items": result.valid_items},
             **({"labels": labels_meta} if labels_meta else {}),
+            # classes given several prompt rows (their vectors are the rows' unit mean)
+            "prompts": {"rows": int(sum(tables[views[0].name].prompts)), "classes": len(tables[views[0].name].class_ids),
+                        "most_per_class": int(max(tables[views[0].name].prompts))},
             "fit_seconds": round(time.perf_counter() - start, 2),
             "pairspark_version": __version__,
         }

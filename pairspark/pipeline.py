@@ -566,25 +566,31 @@ def embed(spark: SparkSession, items_path: str, text_cols: list[str], out: str, 
     return info
 
 
-def embed_classes(spark: SparkSession, names: list[str], views: list[str], out: str, prompt: str = "{}",
-                  model: str = "minilm", batch_size: int = 64) -> dict:
-    """A classes table (class_id, one prompt-vector column per view) from class names: every view
-    gets the same text embedding of prompt.format(name) (a text encoder has one space)."""
-    from pairspark.embed import encoder
+def embed_classes(spark: SparkSession, names: list[str], views: list[str], out: str,
+                  prompts: list[str] | tuple[str, ...] | None = None, model: str = "minilm", batch_size: int = 64) -> dict:
+    """A classes table (class_id, one prompt-vector column per view) from class names: one row per
+    class and prompt template, every view holding the same text embedding of template.format(name)
+    (a text encoder has one space). Classes with several rows are ensembled by load_classes. No
+    templates: embed.PROMPT_TEMPLATES (docs/METHOD.md, "Several prompts per class")."""
+    from pairspark.embed import PROMPT_TEMPLATES, encoder
 
-    if "{}" not in prompt:
-        raise UsageError(f"--prompt needs a {{}} where the class name goes, got {prompt!r}")
+    templates = list(dict.fromkeys([prompts] if isinstance(prompts, str) else prompts or PROMPT_TEMPLATES))
+    missing = [t for t in templates if "{}" not in t]
+    if missing:
+        raise UsageError(f"--prompt needs a {{}} where the class name goes, got {missing[0]!r}")
     if len(set(names)) != len(names) or not all(n.strip() for n in names):
         raise UsageError("class names must be distinct and non-empty")
     if len(names) < 2:
         raise UsageError("at least 2 class names are needed")
     with _stage("embed-classes", spark) as facts:
-        vectors = encoder(model).encode([prompt.format(n) for n in names], batch_size)
-        columns = {"class_id": pa.array(names, pa.string())}
+        texts = [(name, template.format(name)) for name in names for template in templates]
+        vectors = encoder(model).encode([text for _, text in texts], batch_size)
+        columns = {"class_id": pa.array([name for name, _ in texts], pa.string())}
         for view in views:
             columns[view] = pa.array(list(vectors), pa.list_(pa.float32()))
         table = pa.table(columns)
-        with atomic_output(spark, out, {"counts": {"classes": len(names)}}) as staging:
+        with atomic_output(spark, out, {"counts": {"classes": len(names), "rows": len(texts)}}) as staging:
             create_frame(spark, table, from_arrow_schema(table.schema)).coalesce(1).write.parquet(staging)
-        facts.update(classes=len(names), out=out)
-    return {"classes": len(names), "views": views, "prompt": prompt, "model": model, "dim": int(vectors.shape[1])}
+        facts.update(classes=len(names), rows=len(texts), out=out)
+    return {"classes": len(names), "rows": len(texts), "views": views, "prompts": templates, "model": model,
+            "dim": int(vectors.shape[1])}

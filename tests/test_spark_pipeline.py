@@ -179,10 +179,15 @@ def test_input_problems_are_usage_errors(spark, catalog, tmp_path):
     pq.write_table(pa.table({"class_id": ["a", "b"], "image_embedding": pa.array([[1.0, 0, 0], [0, 1.0, 0]], pa.list_(pa.float32()))}), small)
     with pytest.raises(UsageError, match="16-d vectors but the classes' vectors are 3-d"):
         pipeline.fit(spark, items_path, str(small), [View("image", "image_embedding")], str(tmp_path / "m"), settings)
-    dup = tmp_path / "dup.parquet"
+    dup = tmp_path / "dup.parquet"  # two prompt rows of one class are still one class
     pq.write_table(pa.table({"class_id": ["a", "a"], "image_embedding": pa.array([[1.0, 0, 0], [0, 1.0, 0]], pa.list_(pa.float32()))}), dup)
-    with pytest.raises(UsageError, match="repeats class_id a"):
+    with pytest.raises(UsageError, match="has 1 class"):
         pipeline.fit(spark, items_path, str(dup), [View("image", "image_embedding")], str(tmp_path / "m"), settings)
+    opposite = tmp_path / "opposite.parquet"
+    pq.write_table(pa.table({"class_id": ["a", "b", "a"],
+                             "image_embedding": pa.array([[1.0, 0, 0], [0, 1.0, 0], [-2.0, 0, 0]], pa.list_(pa.float32()))}), opposite)
+    with pytest.raises(UsageError, match="prompts of class a cancel out"):
+        pipeline.fit(spark, items_path, str(opposite), [View("image", "image_embedding")], str(tmp_path / "m"), settings)
     one = tmp_path / "one.parquet"
     pq.write_table(pa.table({"class_id": ["a"], "image_embedding": pa.array([[1.0] * 16], pa.list_(pa.float32()))}), one)
     with pytest.raises(UsageError, match="at least 2 are needed"):
@@ -272,3 +277,16 @@ def test_masks_in_bit_form_give_the_same_model_files_and_predictions(spark, cata
         assert a.drop(columns="dims", errors="ignore").equals(b.drop(columns="dims", errors="ignore"))
         if "dims" in a:
             assert all(np.array_equal(x, y) for x, y in zip(a["dims"], b["dims"]))
+
+
+def test_a_class_with_several_prompt_rows_gets_their_unit_mean_and_one_row_stays_exact(spark, tmp_path):
+    from pairspark.spark.io import load_classes
+
+    path = tmp_path / "prompts.parquet"
+    vectors = [[0.0, 0.0, 2.0], [3.0, 0.0, 0.0], [0.3, 0.1, 0.7], [0.0, 4.0, 0.0]]
+    pq.write_table(pa.table({"class_id": ["b", "a", "c", "a"], "image_embedding": pa.array(vectors, pa.list_(pa.float32()))}), path)
+    table = load_classes(spark, str(path), [View("image", "image_embedding")])["image"]
+    assert table.class_ids == ["a", "b", "c"] and table.prompts == (2, 1, 1)
+    np.testing.assert_allclose(table.vectors[0], [2 ** -0.5, 2 ** -0.5, 0.0], rtol=1e-6)
+    single = np.asarray([0.3, 0.1, 0.7], np.float32).astype(np.float64)
+    np.testing.assert_array_equal(table.vectors[2], (single / np.linalg.norm(single)).astype(np.float32))

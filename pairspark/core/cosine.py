@@ -17,6 +17,17 @@ def unit_rows64(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def ensemble_prompts(codes: np.ndarray, unit_rows: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per class the unit mean of its unit prompt rows (codes: each row's class index), CLIP-style
+    prompt ensembling; a class with one row keeps that row exactly. Zero where a class's prompts
+    cancel out or it has none (the caller refuses it)."""
+    sums = np.zeros((n_classes, unit_rows.shape[1]))
+    np.add.at(sums, codes, unit_rows)
+    counts = np.bincount(codes, minlength=n_classes)
+    norms = np.where(counts == 1, 1.0, np.linalg.norm(sums, axis=1))[:, None]
+    return np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 1e-9)
+
+
 @dataclass(frozen=True)
 class BaseAssignment:
     best: np.ndarray  # (n,) int class index, argmax cosine (first index on ties)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
@@ -15,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pairspark.views import View
-from pairspark.core.cosine import base_assign, unit_rows64
+from pairspark.core.cosine import base_assign, ensemble_prompts, unit_rows64
 from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
 from pairspark.spark.compat import create_frame, to_arrow
@@ -93,10 +94,14 @@ def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
 
 @dataclass(frozen=True)
 class ClassTable:
-    """The classes of one view, sorted by class_id: ids and unit prompt vectors (C, D)."""
+    """The classes of one view, sorted by class_id: ids and unit prompt vectors (C, D).
+
+    A class given several prompt rows has the unit mean of their unit vectors (prompt ensembling,
+    docs/METHOD.md "Several prompts per class"); `prompts` counts the rows behind each class."""
 
     class_ids: list[str]
     vectors: np.ndarray
+    prompts: tuple[int, ...] = ()
 
     @property
     def dim(self) -> int:
@@ -123,12 +128,11 @@ def load_classes(spark: SparkSession, path: str, views: list[View], fmt: str | N
     ids = rows[CLASS_ID]
     if ids.isna().any():
         raise UsageError(f"classes table {path} has a null class_id")
-    duplicated = sorted(set(ids[ids.duplicated()]))
-    if duplicated:
-        raise UsageError(f"classes table {path} repeats class_id {', '.join(map(str, duplicated[:5]))}")
-    if len(rows) < 2:
-        raise UsageError(f"classes table {path} has {len(rows)} class(es); at least 2 are needed")
     rows = rows.sort_values(CLASS_ID, kind="stable").reset_index(drop=True)
+    codes, class_ids = pd.factorize(rows[CLASS_ID].astype(str), sort=False)  # sorted order: of first appearance
+    prompts = np.bincount(codes, minlength=len(class_ids))
+    if len(class_ids) < 2:
+        raise UsageError(f"classes table {path} has {len(class_ids)} class(es); at least 2 are needed")
     out = {}
     for view in views:
         column = columns[view.name]
@@ -145,7 +149,11 @@ def load_classes(spark: SparkSession, path: str, views: list[View], fmt: str | N
         norms = np.linalg.norm(matrix, axis=1)
         if (norms == 0).any():
             raise UsageError(f"classes column {column} is a zero vector for class {rows[CLASS_ID][int(np.argmin(norms))]}")
-        out[view.name] = ClassTable(list(map(str, rows[CLASS_ID])), (matrix / norms[:, None]).astype(np.float32))
+        vectors = ensemble_prompts(codes, matrix / norms[:, None], len(class_ids))
+        cancelled = np.flatnonzero(~vectors.any(axis=1))
+        if len(cancelled):
+            raise UsageError(f"classes column {column}: the prompts of class {class_ids[cancelled[0]]} cancel out (their mean is 0)")
+        out[view.name] = ClassTable(list(map(str, class_ids)), vectors.astype(np.float32), tuple(int(c) for c in prompts))
     return out
 
 
