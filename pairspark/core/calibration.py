@@ -1,0 +1,135 @@
+"""Confidence: per-class probabilities for a view's answer, and how well they are calibrated.
+
+A method's per-class scores become probabilities softmax(scores / T), one temperature T per view
+and method, fitted at fit time by the negative log-likelihood of calibration targets on the
+driver's sample (core/methods.calibration_targets: the verified labels when there are enough,
+else the primary learner's own training targets). Temperature scaling keeps each item's ranking
+of classes, so the answer stays the argmax, and a single number per (view, method) fits in the
+model's metadata. docs/METHOD.md, "Confidence", has what was measured and what was tried.
+
+Also here: the calibration metrics evaluate and scripts/compare report, written once so that
+both agree with a hand-computed case (tests/test_calibration.py): expected calibration error over
+equal-width bins, accuracy and coverage above confidence thresholds, AUROC of confidence as a
+right-vs-wrong ranking. Pure numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pairspark.core.scorers import log_softmax
+
+ECE_BINS = 15
+SELECTIVE_THRESHOLDS = (0.5, 0.8, 0.9, 0.95)
+# the temperature is searched in [T_MIN, T_MAX] (log scale, golden section): scores range from
+# cosines (differences ~0.01: T ~ 0.01) to discriminant log-likelihoods (differences ~100)
+T_MIN, T_MAX = 1e-4, 1e4
+
+
+def probabilities(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """(n, C) softmax(scores / temperature); a class scored -inf gets probability 0."""
+    scores = np.asarray(scores, np.float64)
+    if scores.shape[0] == 0:
+        return scores.copy()
+    return np.exp(log_softmax(scores / temperature))
+
+
+def _mean_nll(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, log_t: float) -> float:
+    logp = log_softmax(scores / np.exp(log_t))[np.arange(len(labels)), labels]
+    return float(-(weights * logp).sum() / weights.sum())
+
+
+def fit_temperature(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The T minimising the (weighted) mean negative log-likelihood of `labels` under
+    softmax(scores / T). Rows whose label the method scores -inf are left out (no T explains
+    them). 1.0 when nothing is left to fit on."""
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels, np.int64)
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+    usable = np.isfinite(scores[np.arange(len(labels)), labels]) if len(labels) else np.zeros(0, bool)
+    scores, labels, weights = scores[usable], labels[usable], weights[usable]
+    if len(labels) == 0 or weights.sum() <= 0:
+        return 1.0
+    lo, hi = np.log(T_MIN), np.log(T_MAX)
+    ratio = (np.sqrt(5.0) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = _mean_nll(scores, labels, weights, a), _mean_nll(scores, labels, weights, b)
+    for _ in range(80):  # the bracket shrinks by 0.618 each step: far below 1e-6 in log T
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = _mean_nll(scores, labels, weights, a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = _mean_nll(scores, labels, weights, b)
+    return float(np.exp((lo + hi) / 2))
+
+
+def top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, min(k, C)) class indices by probability, highest first (ties: lower class index), and
+    their probabilities."""
+    k = min(int(k), probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(probs, order, axis=1)
+
+
+def bin_index(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Equal-width bins over [0, 1]: bin b holds [b/bins, (b+1)/bins), the last one also 1.0."""
+    return np.clip(np.floor(np.asarray(confidence, np.float64) * bins).astype(np.int64), 0, bins - 1)
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> dict[str, list]:
+    """Per bin: items, mean confidence and accuracy (None for an empty bin)."""
+    idx = bin_index(confidence, bins)
+    count = np.bincount(idx, minlength=bins)
+    conf_sum = np.bincount(idx, weights=np.asarray(confidence, np.float64), minlength=bins)
+    right_sum = np.bincount(idx, weights=np.asarray(correct, np.float64), minlength=bins)
+    return reliability_from_sums(count, conf_sum, right_sum)
+
+
+def reliability_from_sums(count, conf_sum, right_sum) -> dict[str, list]:
+    """The same from per-bin sums (how the Spark layer aggregates them)."""
+    count = np.asarray(count, np.int64)
+    return {"items": count.tolist(),
+            "confidence": [float(c / n) if n else None for c, n in zip(conf_sum, count)],
+            "accuracy": [float(r / n) if n else None for r, n in zip(right_sum, count)]}
+
+
+def expected_calibration_error(table: dict[str, list]) -> float | None:
+    """sum over bins of (items in bin / items) * |accuracy - mean confidence|; None for no item."""
+    total = sum(table["items"])
+    if total == 0:
+        return None
+    return float(sum(n / total * abs(a - c) for n, a, c in zip(table["items"], table["accuracy"], table["confidence"]) if n))
+
+
+def selective(confidence: np.ndarray, correct: np.ndarray, thresholds=SELECTIVE_THRESHOLDS) -> dict[str, dict]:
+    """Per threshold t: coverage (share of items with confidence >= t) and their accuracy (None
+    when no item reaches t)."""
+    confidence = np.asarray(confidence, np.float64)
+    correct = np.asarray(correct, bool)
+    out = {}
+    for t in thresholds:
+        kept = confidence >= t
+        out[f"{t:g}"] = {"coverage": float(kept.mean()) if len(kept) else 0.0,
+                         "accuracy": float(correct[kept].mean()) if kept.any() else None, "items": int(kept.sum())}
+    return out
+
+
+def auroc(confidence: np.ndarray, correct: np.ndarray) -> float | None:
+    """Probability that a right answer has a higher confidence than a wrong one (ties count half);
+    None without both kinds."""
+    confidence = np.asarray(confidence, np.float64)
+    correct = np.asarray(correct, bool)
+    right, wrong = int(correct.sum()), int((~correct).sum())
+    if right == 0 or wrong == 0:
+        return None
+    order = np.argsort(confidence, kind="stable")
+    ranks = np.empty(len(confidence))
+    sorted_conf = confidence[order]
+    # average ranks over ties (1-based)
+    _, first, counts = np.unique(sorted_conf, return_index=True, return_counts=True)
+    average = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(average, counts)
+    return float((ranks[correct].sum() - right * (right + 1) / 2) / (right * wrong))

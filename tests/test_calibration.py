@@ -1,0 +1,78 @@
+"""core/calibration.py against hand-computed cases and brute force."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from pairspark.core import calibration as cal
+
+
+def test_ece_of_a_hand_computed_case():
+    # bins of width 1/15: 0.95 and 1.0 share the last bin, 0.55 and 0.58 bin 8 (0.6 would open bin 9), 0.1 bin 1
+    conf = np.array([0.95, 1.0, 0.55, 0.58, 0.1])
+    right = np.array([True, False, True, True, False])
+    table = cal.reliability(conf, right)
+    assert cal.bin_index(np.array([0.6]))[0] == 9
+    assert table["items"][14] == 2 and table["items"][8] == 2 and table["items"][1] == 1 and sum(table["items"]) == 5
+    # last bin |0.5 - 0.975|, bin 8 |1 - 0.565|, bin 1 |0 - 0.1|, weighted 2/5, 2/5, 1/5
+    want = 2 / 5 * 0.475 + 2 / 5 * 0.435 + 1 / 5 * 0.1
+    assert cal.expected_calibration_error(table) == pytest.approx(want)
+    assert cal.expected_calibration_error(cal.reliability(np.zeros(0), np.zeros(0, bool))) is None
+
+
+def test_fit_temperature_finds_the_brute_force_minimum_and_skips_impossible_labels():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(200, 4)) * 3
+    labels = np.where(rng.random(200) < 0.7, scores.argmax(axis=1), rng.integers(0, 4, 200))
+    grid = np.exp(np.linspace(np.log(0.05), np.log(50), 4001))
+
+    def nll(t):
+        z = scores / t
+        z = z - z.max(axis=1, keepdims=True)
+        return -np.mean(z[np.arange(200), labels] - np.log(np.exp(z).sum(axis=1)))
+
+    best = grid[np.argmin([nll(t) for t in grid])]
+    assert cal.fit_temperature(scores, labels) == pytest.approx(best, rel=2e-3)
+    disabled = scores.copy()
+    disabled[:, 3] = -np.inf
+    keep = labels != 3
+    assert cal.fit_temperature(disabled, labels) == pytest.approx(cal.fit_temperature(scores[keep, :3], labels[keep]), rel=1e-6)
+    assert cal.fit_temperature(np.zeros((0, 3)), np.zeros(0, np.int64)) == 1.0
+
+
+def test_probabilities_keep_the_argmax_and_give_a_disabled_class_zero():
+    scores = np.array([[2.0, 1.0, -np.inf], [0.0, 3.0, 1.0]])
+    probs = cal.probabilities(scores, 0.5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert probs[0, 2] == 0.0 and probs.argmax(axis=1).tolist() == [0, 1]
+    np.testing.assert_allclose(probs[0, :2], np.exp([4.0, 2.0]) / np.exp([4.0, 2.0]).sum())
+
+
+def test_top_k_is_sorted_ties_to_the_lower_class_and_capped_by_the_classes():
+    probs = np.array([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4]])
+    idx, val = cal.top_k(probs, 2)
+    assert idx.tolist() == [[1, 2], [0, 2]] and val.tolist() == [[0.5, 0.3], [0.4, 0.4]]
+    assert cal.top_k(probs, 10)[0].shape == (2, 3)
+
+
+def test_selective_accuracy_and_coverage():
+    conf = np.array([0.96, 0.91, 0.85, 0.3])
+    right = np.array([True, False, True, True])
+    got = cal.selective(conf, right)
+    assert got["0.9"] == {"coverage": 0.5, "accuracy": 0.5, "items": 2}
+    assert got["0.95"] == {"coverage": 0.25, "accuracy": 1.0, "items": 1}
+    assert got["0.5"]["accuracy"] == pytest.approx(2 / 3)
+    assert cal.selective(np.array([0.1]), np.array([True]))["0.5"]["accuracy"] is None
+
+
+def test_auroc_equals_the_share_of_right_wrong_pairs_ranked_correctly():
+    rng = np.random.default_rng(1)
+    conf = rng.integers(0, 5, 40) / 4.0  # many ties
+    right = rng.random(40) < 0.6
+    pairs = [(a, b) for a, b in itertools.product(conf[right], conf[~right])]
+    want = np.mean([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs])
+    assert cal.auroc(conf, right) == pytest.approx(want)
+    assert cal.auroc(conf, np.ones(40, bool)) is None
