@@ -50,7 +50,8 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
     def __init__(self, *, classesPath: str | None = None, classesFormat: str | None = None, views: str | None = None,
                  labelsPath: str | None = None, methods: str | None = None, ratioThreshold: float | None = None, minDims: int | None = None,
                  maxDims: int | None = None, minClassCount: int | None = None, minCosine: float | None = None,
-                 minMargin: str | None = None, seed: int | None = None, candidates: int | None = None):
+                 minMargin: str | None = None, seed: int | None = None, candidates: int | None = None,
+                 topK: int | None = None):
         super().__init__()
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
@@ -58,7 +59,8 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
     def setParams(self, *, classesPath: str | None = None, classesFormat: str | None = None, views: str | None = None,
                   labelsPath: str | None = None, methods: str | None = None, ratioThreshold: float | None = None, minDims: int | None = None,
                   maxDims: int | None = None, minClassCount: int | None = None, minCosine: float | None = None,
-                  minMargin: str | None = None, seed: int | None = None, candidates: int | None = None) -> PairwiseTournamentClassifier:
+                  minMargin: str | None = None, seed: int | None = None, candidates: int | None = None,
+                  topK: int | None = None) -> PairwiseTournamentClassifier:
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     def setClassesPath(self, value: str) -> PairwiseTournamentClassifier:
@@ -100,6 +102,9 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
     def setCandidates(self, value: int) -> PairwiseTournamentClassifier:
         return self._set(candidates=value)
 
+    def setTopK(self, value: int) -> PairwiseTournamentClassifier:
+        return self._set(topK=value)
+
     def _fit(self, dataset: DataFrame) -> PairwiseTournamentModel:
         if not self.isDefined(self.views) or not self.isDefined(self.classesPath):
             raise UsageError("set classesPath and views, e.g. views='image=image_embedding,text=text_embedding'")
@@ -130,6 +135,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
             "views": [model_view_meta(v, result.confident_items[v.name]) for v in result.views],
             "methods": list(methods),
             "method_fits": result.method_fits,
+            "calibration": result.calibration,
             "mask_settings": vars(self.mask_settings()),
             "counts": {"valid_items": result.valid_items},
             **({"labels": labels_meta} if labels_meta else {}),
@@ -171,6 +177,9 @@ class PairwiseTournamentModel(Model, HasPairsparkParams, MLReadable, MLWritable)
     def setCandidates(self, value: int) -> PairwiseTournamentModel:
         return self._set(candidates=value)
 
+    def setTopK(self, value: int) -> PairwiseTournamentModel:
+        return self._set(topK=value)
+
     @property
     def fitted_methods(self) -> tuple[str, ...]:
         return tuple(self.meta.get("methods", ()))
@@ -194,7 +203,8 @@ class PairwiseTournamentModel(Model, HasPairsparkParams, MLReadable, MLWritable)
         return primary_method(self.run_methods)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        return transform_items(dataset, self.view_models, self.run_methods, self.getSeed(), self.getCandidates())
+        return transform_items(dataset, self.view_models, self.run_methods, self.getSeed(), self.getCandidates(),
+                               self.getTopK())
 
     def write(self) -> MLWriter:
         return _Writer(self)

@@ -171,11 +171,16 @@ class HasPairsparkParams(Params):
         Params._dummy(), "candidates",
         "the pairwise bracket holds each item's top-K classes by base cosine (0: every class, the faithful method)",
         typeConverter=_candidates)
+    topK = Param(
+        Params._dummy(), "topK",
+        "NAME_top holds the primary method's K most probable classes with their calibrated probabilities "
+        "(NAME_confidence is the first one's)",
+        typeConverter=_int_at_least(1))
 
     def __init__(self, *args: Any):
         super().__init__(*args)
         self._setDefault(classesFormat="parquet", methods="auto", ratioThreshold=1.2, minDims=8, maxDims=0, minClassCount=2, minCosine=-1.0,
-                         minMargin="30%", seed=0, candidates=0)
+                         minMargin="30%", seed=0, candidates=0, topK=3)
 
     def getClassesPath(self) -> str:
         return self.getOrDefault(self.classesPath)
@@ -220,6 +225,9 @@ class HasPairsparkParams(Params):
     def getCandidates(self) -> int:
         return self.getOrDefault(self.candidates)
 
+    def getTopK(self) -> int:
+        return self.getOrDefault(self.topK)
+
     # Derived forms the fit and classify code use (read from the Params, never stored apart).
 
     def classes_format(self) -> str | None:
@@ -239,9 +247,9 @@ class HasPairsparkParams(Params):
 
 # The Params a user sets as settings (CLI flags, TOML keys); classesPath and views are inputs.
 SETTING_PARAMS = ("methods", "ratioThreshold", "minDims", "maxDims", "minClassCount", "minCosine", "minMargin",
-                  "seed", "candidates")
+                  "seed", "candidates", "topK")
 # The ones that act when a fitted model classifies (the rest are decided by fit).
-CLASSIFY_PARAMS = ("methods", "seed", "candidates")
+CLASSIFY_PARAMS = ("methods", "seed", "candidates", "topK")
 
 
 def snake(name: str) -> str:

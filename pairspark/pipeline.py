@@ -175,7 +175,7 @@ def classify(
         if scan is not None:
             facts.update(reader="arrow")
             batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
-            classified = scan.classified(model.view_models, methods, model.getSeed(), model.getCandidates(), _ID,
+            classified = scan.classified(model.view_models, methods, model.getSeed(), model.getCandidates(), model.getTopK(), _ID,
                                          (label_col, _LABEL) if label_col else None, batch_rows)
             result = scan.with_duplicates(classified, _ID, [a for a in answers if a != REASON])
             result = result.persist(StorageLevel.MEMORY_AND_DISK)
@@ -267,6 +267,7 @@ def _publish_classified(spark, result, set_aside, model, settings, label_col, it
             "class_ids": views[0].class_ids,
             "seed": model.getSeed(),
             "candidates": model.getCandidates(),
+            "top_k": model.getTopK(),
             "model": FileSystem(spark).qualify(model_dir),
             "items": source_ref(FileSystem(spark), items_path),
             "items_format": settings.items_format,

@@ -114,6 +114,9 @@ class Method:
     # over the items}); None: nothing to fit beyond the confident statistics and masks every model has
     fit: Callable[[Passes, FitContext], tuple[dict[str, Scorer], dict]] | None = None
     min_views: int = 1
+    # whether predict returns per-class scores; the methods that only name a winner take base's
+    # probabilities for their confidence (core/calibration.py)
+    scored: bool = True
 
     @property
     def iterative(self) -> bool:
@@ -362,6 +365,18 @@ def fit_selftrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], d
     return {**model, **_final_pass(passes, learn, model, thresholds, selftrain_round)}, {**facts, "passes": 1}
 
 
+def calibration_targets(names: list[str], xs: dict[str, np.ndarray], cosines: dict[str, np.ndarray],
+                        learned: dict[str, Scorer] | None, base_thresholds: list[float], confident_share: float,
+                        verified: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per view the (label, keep) its temperatures are fitted on (core/calibration.py), on the
+    driver's sample: the training targets the primary learner's final discriminants give (cotrain's
+    round with two views, selftrain's with one), or base's round-1 targets when no learner ran."""
+    targets_of = cotrain_round if len(names) == 2 else selftrain_round
+    thresholds = base_thresholds if learned is None else [
+        margin_threshold(top_margin(learned[n].scores(xs[n], cosines[n])), confident_share) for n in names]
+    return targets_of(names, xs, cosines, learned, thresholds, verified)
+
+
 def _entry(*methods: Method) -> dict[str, Method]:
     return {m.name: m for m in methods}
 
@@ -371,12 +386,12 @@ REGISTRY: dict[str, Method] = _entry(
            lambda model, batch: (batch.base.best, batch.base.cosines)),
     Method("pairwise", "the seed's tournament: each match on the dims that separate that pair (METHOD.md)",
            lambda model, batch: (play_tournament(batch.x_unit, model.vectors64, model.masks, model.coefficients,
-                                                 batch.keys, batch.top, model.pair_weights), None)),
+                                                 batch.keys, batch.top, model.pair_weights), None), scored=False),
     Method("ovr", "cosine on each class's one-vs-rest dims",
-           lambda model, batch: (ovr_predict(batch.x_unit, model.vectors64, model.ovr_keep), None)),
+           lambda model, batch: (ovr_predict(batch.x_unit, model.vectors64, model.ovr_keep), None), scored=False),
     Method("roundrobin", "every pair's match played; most wins, ties by base cosine",
            lambda model, batch: (play_round_robin(batch.x_unit, model.vectors64, model.masks, model.coefficients,
-                                                  batch.base.cosines, batch.top, model.pair_weights), None)),
+                                                  batch.base.cosines, batch.top, model.pair_weights), None), scored=False),
     Method("centroid", "prototypes re-estimated from the items each class wins", _fitted("centroid"), fit_centroid),
     Method("gnb", "Gaussian naive Bayes on the confident subset", lambda model, batch: _scored(model.gnb, batch)),
     Method("transductive", "TransCLIP-style Gaussian EM with the prompt prior", _fitted("transductive"),

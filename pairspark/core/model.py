@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pairspark.core.calibration import fit_temperature, probabilities, top_k
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
-from pairspark.core.methods import REGISTRY, Batch
+from pairspark.core.methods import PRIMARY_ORDER, REGISTRY, Batch, calibration_targets
 from pairspark.core.scorers import Scorer, gnb_scorer, ovr_masks, top_margin
 from pairspark.core.stats import ClassMoments
 from pairspark.core.tournament import pair_coefficients, pair_weights
@@ -26,6 +27,9 @@ class ViewModel:
     min_margin_used: float = 0.0
     mask_settings: MaskSettings = field(default_factory=MaskSettings)
     scorers: dict[str, Scorer] = field(default_factory=dict)  # fitted learning methods (core/methods.py)
+    # per method with per-class scores, the temperature of its probabilities (core/calibration.py);
+    # a method missing here (a model from before calibration) gets 1.0
+    calibration: dict[str, float] = field(default_factory=dict)
     _coefficients: np.ndarray | None = field(default=None, repr=False, compare=False)
     _vectors64: np.ndarray | None = field(default=None, repr=False, compare=False)
     _ovr_keep: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -100,12 +104,18 @@ class ViewModel:
     def pairs(self) -> np.ndarray:
         return class_pairs(self.n_classes)
 
+    def probabilities(self, method: str, scores: np.ndarray) -> np.ndarray:
+        """(n, C) calibrated probabilities from a method's per-class scores."""
+        return probabilities(scores, self.calibration.get(method, 1.0))
+
     def classify(self, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...], candidates: int = 0,
-                 margin_of: str | None = None) -> dict[str, np.ndarray]:
-        """Class indices per method for a batch x (n, D) of raw vectors, plus `base_cosine` and
+                 margin_of: str | None = None, k: int = 3) -> dict[str, np.ndarray]:
+        """Class indices per method for a batch x (n, D) of raw vectors, plus `base_cosine`,
         `margin`: how sure `margin_of` (default: the last method) is of its answer, its own top-2
         score margin, or the base cosine margin for the methods that only name a winner
-        (pairwise, roundrobin, ovr); only comparable within a method.
+        (pairwise, roundrobin, ovr); only comparable within a method; and from `margin_of`'s
+        calibrated probabilities (base's for a method that only names a winner): `confidence`,
+        the probability of its answer, and `top` / `top_p`, its k most probable classes.
 
         candidates > 0: the pairwise bracket (and the round robin) holds only each item's top
         `candidates` base classes.
@@ -124,8 +134,12 @@ class ViewModel:
         for method in methods:
             labels, scores = REGISTRY[method].predict(self, batch)
             out[method] = labels
-            if method == margin_of and scores is not None and method != "base":
-                out["margin"] = top_margin(scores)
+            if method == margin_of:
+                if scores is not None and method != "base":
+                    out["margin"] = top_margin(scores)
+                probs = self.probabilities(method, scores) if scores is not None else self.probabilities("base", base.cosines)
+                out["confidence"] = probs[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
+                out["top"], out["top_p"] = top_k(probs, k)
         return out
 
 
@@ -150,3 +164,40 @@ def fit_view(
         mask_settings=mask_settings,
         scorers=dict(scorers or {}),
     )
+
+
+# below this many verified items in the driver's sample, temperatures are fitted on the label-free
+# calibration targets (a temperature from a handful of items is noise)
+CALIBRATION_MIN_VERIFIED = 20
+
+
+def calibrate(views: list[ViewModel], methods: tuple[str, ...], sample: dict[str, np.ndarray], verified: np.ndarray,
+              base_thresholds: dict[str, float], confident_share: float) -> dict:
+    """Fit every view's temperatures (ViewModel.calibration) on the driver's sample, in place: for
+    base and each method in `methods` with per-class scores. The targets: the verified labels
+    when the sample holds at least CALIBRATION_MIN_VERIFIED of them, else
+    core/methods.calibration_targets from the primary learner (cotrain or selftrain) when it
+    ran. Returns what was fitted, for meta.json."""
+    names = [v.name for v in views]
+    learner = next((m for m in PRIMARY_ORDER if m in methods and REGISTRY[m].iterative), None)
+    xs = {v.name: np.asarray(sample[v.name], np.float64) for v in views}
+    bases = {v.name: base_assign(xs[v.name], v.vectors64) for v in views}
+    n_verified = int((verified >= 0).sum())
+    if n_verified >= CALIBRATION_MIN_VERIFIED:
+        source = "verified labels"
+        targets = [(verified, verified >= 0)] * len(views)
+    else:
+        source = f"{learner or 'base'} training targets"
+        learned = {v.name: v.scorers[learner] for v in views} if learner else None
+        targets = calibration_targets(names, xs, {n: b.cosines for n, b in bases.items()}, learned,
+                                      [base_thresholds[n] for n in names], confident_share, verified)
+    scored = [m for m in dict.fromkeys(("base", *methods)) if REGISTRY[m].scored]
+    facts: dict = {"fitted_on": source, "views": {}}
+    for view, (label, keep) in zip(views, targets):
+        x = xs[view.name]
+        batch = Batch(x, bases[view.name], np.zeros(len(x), np.uint64), None)
+        for method in scored:
+            _, scores = REGISTRY[method].predict(view, batch)
+            view.calibration[method] = fit_temperature(scores[keep], label[keep])
+        facts["views"][view.name] = {"items": int(keep.sum()), "temperature": dict(view.calibration)}
+    return facts

@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 
 from pairspark.core.cosine import confident, margin_histogram, margin_quantile
 from pairspark.core.methods import REGISTRY, FitContext, iterative
-from pairspark.core.model import ViewModel, fit_view
+from pairspark.core.model import ViewModel, calibrate, fit_view
 from pairspark.core.scorers import Scorer
 from pairspark.core.stats import ClassMoments, merge_all
 from pairspark.errors import UsageError
@@ -95,6 +95,7 @@ class FitResult:
     valid_items: int
     confident_items: dict[str, int]
     method_fits: dict[str, dict]  # per iterative method: passes over the items and seconds
+    calibration: dict | None = None  # what the temperatures were fitted on (core/model.calibrate)
 
 
 def confident_moments(
@@ -198,4 +199,9 @@ def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable]
                  params.mask_settings(), margins[v.name], scorers[v.name])
         for v in views
     ]
-    return FitResult(fitted_views, valid_items, {v.name: int(moments[v.name].count.sum()) for v in views}, method_fits)
+    calibration = None
+    if valid_items:
+        sample, verified = passes.sample()
+        calibration = calibrate(fitted_views, methods, sample, verified, margins, share)
+    return FitResult(fitted_views, valid_items, {v.name: int(moments[v.name].count.sum()) for v in views}, method_fits,
+                     calibration)

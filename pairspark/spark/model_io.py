@@ -228,6 +228,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
                 min_margin_used=float(view["min_margin_used"]),
                 mask_settings=mask_settings,
                 scorers=_read_scorers(scorers, name, class_ids, view.get("scorers", {}), path),
+                calibration={m: float(t) for m, t in view.get("calibration", {}).items()},
             )
         )
     return views, metadata
@@ -243,6 +244,8 @@ def model_view_meta(v: ViewModel, confident_items: int) -> dict:
         "min_margin_used": v.min_margin_used,
         "confident_items": confident_items,
         "scorers": {m: {"prompt_weight": s.prompt_weight, "temperature": s.temperature} for m, s in v.scorers.items()},
+        # the temperature of each method's probabilities (core/calibration.py)
+        "calibration": dict(v.calibration),
         "class_counts": {cid: int(n) for cid, n in zip(v.class_ids, v.moments.count)},
         "mask_dims": {
             "min": int(dims_kept.min()),

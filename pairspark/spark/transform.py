@@ -7,9 +7,10 @@ same on a classic and on a Spark Connect session; nothing is broadcast through a
 no session setting is changed. Building the expression runs no Spark job.
 
 Per row the struct holds, for every view, NAME_<method> per method, NAME_class (the primary
-method's answer), NAME_base_cosine and NAME_margin, then `reason`: why the row could not be
-classified (core/validate.py; its answers are then null), null for a valid row. A quarantine
-is therefore a `where` on `reason`.
+method's answer), NAME_base_cosine, NAME_margin, NAME_confidence (the calibrated probability of
+NAME_class) and NAME_top (the primary's top-k classes with their probabilities), then `reason`:
+why the row could not be classified (core/validate.py; its answers are then null), null for a
+valid row. A quarantine is therefore a `where` on `reason`.
 """
 
 from __future__ import annotations
@@ -33,14 +34,32 @@ from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, batch_matrix, by_name
 _ANSWERS = "_pairspark_answers"
 
 
+TOP_TYPE = T.ArrayType(T.StructType([T.StructField("class_id", T.StringType()), T.StructField("score", T.FloatType())]))
+_TOP_ARROW = pa.list_(pa.struct([pa.field("class_id", pa.string()), pa.field("score", pa.float32())]))
+
+
 def answer_fields(views: list[ViewModel], methods: tuple[str, ...]) -> list[T.StructField]:
     """The columns transform adds, in order (REASON last)."""
     fields = []
     for view in views:
         fields += [T.StructField(f"{view.name}_{m}", T.StringType()) for m in methods]
         fields += [T.StructField(f"{view.name}_class", T.StringType()), T.StructField(f"{view.name}_base_cosine", T.FloatType()),
-                   T.StructField(f"{view.name}_margin", T.FloatType())]
+                   T.StructField(f"{view.name}_margin", T.FloatType()), T.StructField(f"{view.name}_confidence", T.FloatType()),
+                   T.StructField(f"{view.name}_top", TOP_TYPE)]
     return fields + [T.StructField(REASON, T.StringType())]
+
+
+def _arrow_type(dtype: T.DataType) -> pa.DataType:
+    return {T.StringType(): pa.string(), T.FloatType(): pa.float32()}.get(dtype, _TOP_ARROW)
+
+
+def top_array(class_ids: list[str], top: np.ndarray, top_p: np.ndarray) -> pa.Array:
+    """NAME_top: per row a list of (class_id, score) structs, highest score first."""
+    n, k = top.shape
+    names = class_names(class_ids, top.reshape(-1))
+    structs = pa.StructArray.from_arrays([names, pa.array(top_p.reshape(-1).astype(np.float32), pa.float32())],
+                                         fields=list(_TOP_ARROW.value_type))
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), structs, type=_TOP_ARROW)
 
 
 def bracket_key(seed: int) -> Column:
@@ -61,7 +80,7 @@ def with_duplicate_flag(items: DataFrame) -> DataFrame:
 BatchAnswers = Callable[[pa.Array, np.ndarray, "pa.Array | None", list[pa.Array]], pa.StructArray]
 
 
-def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: int) -> BatchAnswers:
+def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: int, top_k: int = 3) -> BatchAnswers:
     """The per-batch function behind every classify path (this module's UDF, spark/arrow_scan.py):
     f(ids, keys, duplicate, vectors) -> StructArray of answer_fields. `ids`: the item ids (any
     type; only their nulls are read), `keys`: uint64 bracket keys, `duplicate`: bool array or None,
@@ -70,7 +89,7 @@ def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: 
         view.prepare(methods)
     primary = primary_method(methods)
     fields = answer_fields(views, methods)
-    arrow_fields = [pa.field(f.name, pa.string() if isinstance(f.dataType, T.StringType) else pa.float32()) for f in fields]
+    arrow_fields = [pa.field(f.name, _arrow_type(f.dataType)) for f in fields]
 
     def classify(ids: pa.Array, keys: np.ndarray, duplicate: pa.Array | None, vectors: list[pa.Array]) -> pa.StructArray:
         n = len(ids)
@@ -90,10 +109,12 @@ def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: 
         for view, column in zip(views, vectors):
             column = column if all_valid else column.filter(valid)
             x = batch_matrix(pa.RecordBatch.from_arrays([column], [view.column]), view.column, view.dim)
-            answers = view.classify(x, item_keys, methods, candidates, margin_of=primary)
+            answers = view.classify(x, item_keys, methods, candidates, margin_of=primary, k=top_k)
             subset = [class_names(view.class_ids, answers[m]) for m in methods]
             subset += [class_names(view.class_ids, answers[primary]), pa.array(answers["base_cosine"], pa.float32()),
-                       pa.array(answers["margin"].astype(np.float32), pa.float32())]
+                       pa.array(answers["margin"].astype(np.float32), pa.float32()),
+                       pa.array(answers["confidence"].astype(np.float32), pa.float32()),
+                       top_array(view.class_ids, answers["top"], answers["top_p"])]
             arrays += subset if spread is None else [a.take(spread) for a in subset]
         arrays.append(reasons)
         return pa.StructArray.from_arrays(arrays, fields=arrow_fields)
@@ -101,11 +122,11 @@ def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: 
     return classify
 
 
-def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int,
+def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int, top_k: int,
                    vectors: list[Column] | None = None) -> Column:
     """The struct of answer_fields for each row of a frame holding ITEM_ID, DUPLICATE and the views'
     vectors (`vectors`: one array<float|double> expression per view; default: the views' columns)."""
-    classify = batch_answers(views, methods, candidates)
+    classify = batch_answers(views, methods, candidates, top_k)
     struct_type = T.StructType(answer_fields(views, methods))
 
     def on_batch(ids: pa.Array, keys: pa.Array, duplicate: pa.Array, *vectors: pa.Array) -> pa.StructArray:
@@ -116,7 +137,8 @@ def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, 
     return udf(F.col(ITEM_ID).cast("string"), bracket_key(seed), F.col(DUPLICATE), *vectors)
 
 
-def transform_items(items: DataFrame, views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int) -> DataFrame:
+def transform_items(items: DataFrame, views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int,
+                    top_k: int = 3) -> DataFrame:
     """The items, every column kept, plus answer_fields. Lazy: no Spark job runs here."""
     missing = [c for c in [ITEM_ID, *dict.fromkeys(v.column for v in views)] if c not in items.columns]
     if missing:
@@ -127,5 +149,5 @@ def transform_items(items: DataFrame, views: list[ViewModel], methods: tuple[str
     if clash:
         raise UsageError(f"the items already have the output column(s) {', '.join(clash)}: rename or drop them first")
     marked = with_duplicate_flag(items)
-    answered = marked.select(*[by_name(c) for c in items.columns], answers_column(views, methods, seed, candidates, vectors).alias(_ANSWERS))
+    answered = marked.select(*[by_name(c) for c in items.columns], answers_column(views, methods, seed, candidates, top_k, vectors).alias(_ANSWERS))
     return answered.select(*[by_name(c) for c in items.columns], *[F.col(_ANSWERS)[name].alias(name) for name in added])

@@ -1,0 +1,87 @@
+"""NAME_confidence and NAME_top: calibrated at fit, in [0, 1], sorted, consistent with NAME_class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pairspark import pipeline
+from pairspark.config import View, load_settings
+from pairspark.core.calibration import fit_temperature, probabilities
+from pairspark.core.cosine import unit_rows64
+from pairspark.core.methods import calibration_targets
+from pairspark.core.scorers import margin_threshold, top_margin
+from tests.synthetic import make_catalog, write_catalog
+
+pytestmark = pytest.mark.pyspark35  # also run on pyspark 3.5 by scripts/test
+VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]
+
+
+@pytest.fixture(scope="module")
+def run(spark, tmp_path_factory):
+    items, classes, truth = make_catalog(400, 10, 5, seed=11, noise=1.4)
+    folder = tmp_path_factory.mktemp("confidence")
+    items_path, classes_path = write_catalog(folder, items, classes)
+    model = str(folder / "model")
+    meta = pipeline.fit(spark, items_path, classes_path, VIEWS, model, load_settings())
+    out = str(folder / "p")
+    pipeline.classify(spark, items_path, model, out, load_settings(None, {"top_k": 2}))
+    return items, classes, meta, pd.read_parquet(out).sort_values("item_id").reset_index(drop=True), items_path, model, folder
+
+
+def test_confidence_is_the_first_of_the_top_k_which_are_sorted_probabilities_led_by_the_answer(run):
+    _, _, _, pred, *_ = run
+    for view in ("image", "text"):
+        conf = pred[f"{view}_confidence"].to_numpy()
+        assert ((conf >= 0) & (conf <= 1)).all()
+        for cls, c, top in zip(pred[f"{view}_class"], conf, pred[f"{view}_top"]):
+            scores = [t["score"] for t in top]
+            assert len(top) == 2 and scores == sorted(scores, reverse=True) and sum(scores) <= 1 + 1e-6
+            assert top[0]["class_id"] == cls and top[0]["score"] == pytest.approx(c)
+
+
+def test_the_temperatures_are_the_nll_fit_on_the_primary_learners_targets(spark, run):
+    """numpy reference: every item is in the driver's sample (400 < 10,000), so the cotrain
+    temperature is fit_temperature of cotrain's scores on calibration_targets over all items."""
+    items, classes, meta, pred, *_ = run
+    from pairspark.spark.model_io import load_model
+
+    assert meta["calibration"]["fitted_on"] == "cotrain training targets"
+    views, _ = load_model(spark, run[5])
+    xs = {v.name: unit_rows64(items[f"{v.name}_embedding"]) for v in views}
+    cos = {v.name: xs[v.name] @ v.vectors64.T for v in views}
+    base_thresholds = [margin_threshold(top_margin(cos[v.name]), 0.3) for v in views]
+    targets = calibration_targets(["image", "text"], xs, cos, {v.name: v.scorers["cotrain"] for v in views},
+                                  base_thresholds, 0.3, np.full(len(items["item_id"]), -1))
+    for v, (label, keep) in zip(views, targets):
+        scores = v.scorers["cotrain"].scores(xs[v.name], cos[v.name])
+        want = fit_temperature(scores[keep], label[keep])
+        assert v.calibration["cotrain"] == pytest.approx(want, rel=1e-6)
+        probs = probabilities(scores, want)
+        np.testing.assert_allclose(pred[f"{v.name}_confidence"], probs.max(axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_a_primary_that_only_names_a_winner_takes_base_probabilities(spark, run):
+    items, _, _, _, items_path, model, folder = run
+    out = str(folder / "pairwise")
+    pipeline.classify(spark, items_path, model, out, load_settings(None, {"methods": "base,pairwise"}))
+    pred = pd.read_parquet(out).sort_values("item_id").reset_index(drop=True)
+    from pairspark.spark.model_io import load_model
+
+    views, _ = load_model(spark, model)
+    for v in views:
+        probs = probabilities(unit_rows64(items[f"{v.name}_embedding"]) @ v.vectors64.T, v.calibration["base"])
+        winner = np.array([v.class_ids.index(c) for c in pred[f"{v.name}_pairwise"]])
+        np.testing.assert_allclose(pred[f"{v.name}_confidence"], probs[np.arange(len(winner)), winner], rtol=1e-5, atol=1e-6)
+        assert len(pred[f"{v.name}_top"][0]) == 3  # the default top_k
+
+
+def test_enough_verified_labels_calibrate_on_themselves(spark, tmp_path):
+    items, classes, truth = make_catalog(300, 8, 3, seed=5)
+    items_path, classes_path = write_catalog(tmp_path / "data", items, classes)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"item_id": items["item_id"][:30], "label": items["label"][:30]}).to_csv(labels, index=False)
+    meta = pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), load_settings(None, {"labels": str(labels)}))
+    assert meta["calibration"]["fitted_on"] == "verified labels"
+    assert meta["calibration"]["views"]["image"]["items"] == 30
