@@ -84,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     show_cols_arg(p)
     _settings_options(p, "audit")
 
+    p = sub.add_parser("review", help="the items to look at before their class is written, ranked, into DIR "
+                                      "(Parquet, CSV, summary.json)")
+    p.add_argument("--predictions", required=True, help="PRED_DIR written by classify")
+    p.add_argument("--out", required=True, help="DIR")
+    p.add_argument("--label-col", help="stored label column (default: the one classify carried)")
+    p.add_argument("--items", help="items table to take --show-cols from (default: the one classify read)")
+    p.add_argument("--csv-rows", type=int, default=10_000, help="rows in DIR/review.csv (10000); the Parquet has all")
+    show_cols_arg(p)
+    _settings_options(p, "review")
+
     p = sub.add_parser("embed", help="add <col>_embedding vectors for text columns (needs pairspark[embed])")
     p.add_argument("--items", required=True)
     p.add_argument("--text-col", required=True, help="COL[,COL...]: text columns to embed")
@@ -151,6 +161,9 @@ def _execute_stage(args: argparse.Namespace, spark, settings: Settings, pipeline
     if args.command == "audit":
         return pipeline.audit(spark, args.predictions, args.out, args.label_col, args.items, show_cols, args.csv_rows,
                               settings.items_format)
+    if args.command == "review":
+        return pipeline.review(spark, args.predictions, args.out, settings.review_below, args.label_col, args.items,
+                               show_cols, args.csv_rows, settings.items_format)
     if args.command == "diff":
         return pipeline.diff(spark, args.old, args.new, args.out)
     if args.command == "embed":
@@ -171,7 +184,7 @@ def class_names_arg(value: str) -> list[str]:
 
 
 def summary(command: str, result: dict) -> str:
-    if command in ("audit", "diff", "embed", "embed-classes"):
+    if command in ("audit", "review", "diff", "embed", "embed-classes"):
         return json.dumps({k: v for k, v in result.items() if k != "by_pair"}, indent=1)
     if command in ("evaluate", "run"):
         lines = [f"items: {result['counts'].get('items')}  quarantined: {result['counts'].get('quarantined', 0)}"]

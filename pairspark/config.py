@@ -20,7 +20,7 @@ from pairspark.errors import UsageError
 from pairspark.params import SETTING_PARAMS, HasPairsparkParams, snake
 from pairspark.views import View, format_views, parse_views  # noqa: F401  (re-exported)
 
-ALL = ("fit", "classify", "evaluate", "audit", "diff", "run", "embed", "embed-classes")
+ALL = ("fit", "classify", "evaluate", "audit", "review", "diff", "run", "embed", "embed-classes")
 
 
 def _option(default: Any, help: str, commands: tuple[str, ...] = ALL, kind: type = str, choices: tuple[str, ...] = ()):
@@ -42,7 +42,7 @@ class RunOptions:
                                 ("classify", "run"), int)
     items_format: str | None = _option(None, "format of --items when it is a path: parquet, or any format spark.read "
                                        "knows (orc, json, csv...); --items may also be table:NAME",
-                                       ("fit", "classify", "run", "audit", "embed"))
+                                       ("fit", "classify", "run", "audit", "review", "embed"))
     labels: str | None = _option(None, "verified labels: Parquet or CSV (.csv) with item_id and label (a class_id); "
                                  "fixed training items of every learning method, a verified_label column in the "
                                  "predictions, and left out of the metrics (the estimator's labelsPath)",
@@ -60,6 +60,9 @@ class RunOptions:
                                      "MLFLOW_TRACKING_URI is set; needs pairspark[mlflow])", ("fit", "evaluate", "run"))
     binary: str | None = _option(None, "also score GROUP=class1,class2[;GROUP2=...] against the rest, or "
                                  "@FILE with one GROUP=class per line", ("evaluate", "run"))
+    review_below: float = _option(0.9, "the review queue (OUT/review) takes every item whose first view's "
+                                  "confidence is below this, besides the items whose views disagree or whose "
+                                  "label contradicts them", ("review", "run"), float)
 
     def __post_init__(self) -> None:
         for name in ("partitions", "arrow_batch_size", "output_files"):
@@ -72,6 +75,8 @@ class RunOptions:
             raise UsageError(f"items_reader must be auto, spark or arrow, got {self.items_reader!r}")
         if self.binary is not None:
             parse_binary(self.binary)
+        if not 0.0 <= self.review_below <= 1.0:
+            raise UsageError(f"review_below must be a probability in [0, 1], got {self.review_below!r}")
 
 
 RUN_OPTIONS = {f.name: f for f in fields(RunOptions)}
@@ -119,6 +124,14 @@ def _coerce_param(param: str, value: Any) -> Any:
 
 def _coerce_option(name: str, value: Any) -> Any:
     kind = RUN_OPTIONS[name].metadata["kind"]
+    if kind is float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{name} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise UsageError(f"{name} must be a finite number, got {value!r}")
+        return number
     if kind is int:
         if isinstance(value, bool) or (isinstance(value, float) and (not math.isfinite(value) or value != int(value))):
             raise UsageError(f"{name} must be an integer, got {value!r}")

@@ -30,13 +30,16 @@ from pairspark.progress import progress
 from pairspark.spark.arrow_scan import ArrowScan, eligibility
 from pairspark.spark.transform import answer_fields
 from pairspark.views import View, format_views
-from pairspark.report import SUSPECTS_SHOWN, render_report
+from pairspark.report import SUSPECTS_SHOWN, confidence_figures, render_report
 from pairspark.spark.compat import create_frame
 from pairspark.spark.audit import audit_predictions, diff_predictions, with_item_columns
 from pairspark.spark.evaluate import evaluate_predictions
 from pairspark.spark.io import (ITEM_ID, REASON, TABLE_PREFIX, VERIFIED_LABEL, by_name, check_item_dims, labels_frame, read_labels,
                                 read_parquet, read_source, require_columns)
 from pairspark.spark.publish import FileSystem, atomic_output, output_lock, publish_table, recover, repoint
+from pairspark.spark.review import REASONS as REVIEW_REASONS
+from pairspark.spark.review import csv_frame as review_csv
+from pairspark.spark.review import review_items
 
 log = logging.getLogger("pairspark")
 
@@ -291,7 +294,7 @@ def _publish_classified(spark, result, set_aside, model, settings, label_col, it
 
 def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str | None = None,
              changes_dir: str | None = None, show_cols: list[str] | None = None, binary: str | None = None,
-             experiment: str | None = None) -> dict:
+             experiment: str | None = None, review_dir: str | None = None) -> dict:
     """REPORT_DIR/metrics.json and REPORT_DIR/report.html (with the top suspected annotation errors
     and, from `changes_dir` (a diff's output), what changed since the previous run)."""
     params = {"predictions": predictions_dir, "out": out, "label_col": label_col, "binary": binary}
@@ -316,11 +319,17 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
         changes = fs.read_json(f"{changes_dir}/summary.json") if changes_dir and fs.exists(f"{changes_dir}/summary.json") else None
         if changes:
             report["changes"] = {k: v for k, v in changes.items() if k != "by_pair"}
-        page = render_report(report, suspects, report["class_counts"], changes)
+        if review_dir and fs.exists(f"{review_dir}/summary.json"):
+            queued = fs.read_json(f"{review_dir}/summary.json")
+            report["review"] = {k: queued[k] for k in ("items", "below", "primary_view", "by_reason")}
+        figures = confidence_figures(report)
+        page = render_report(report, suspects, report["class_counts"], changes, figures)
         with atomic_output(spark, out, {"counts": report["counts"]}) as staging:
             fs.mkdirs(staging)
             fs.write_json(f"{staging}/metrics.json", report)
             fs.write_text(f"{staging}/report.html", page)
+            for name, png in figures.items():
+                fs.write_bytes(f"{staging}/{name}", png)
         facts.update(items=report["counts"]["items"], out=out)
         if tracker is not None:
             tracker.metrics(tracking.report_metrics(report))
@@ -380,6 +389,46 @@ def audit(spark: SparkSession, predictions_dir: str, out: str, label_col: str | 
     return summary
 
 
+def review(spark: SparkSession, predictions_dir: str, out: str, below: float, label_col: str | None = None,
+           items_path: str | None = None, show_cols: list[str] | None = None, csv_rows: int = 10_000,
+           items_format: str | None = None) -> dict:
+    """OUT/items (Parquet, the whole queue, best first), OUT/review.csv (its first `csv_rows`, arrays
+    as text) and OUT/summary.json (counts per reason): spark/review.py says who is queued and why."""
+    with _stage("review", spark) as facts:
+        fs = FileSystem(spark)
+        info = _predictions_info(fs, predictions_dir)
+        label_col = label_col or info.get("label_column")
+        predictions = read_parquet(spark, predictions_dir, "predictions")
+        missing = [f"{v}_confidence" for v in info["views"] if f"{v}_confidence" not in predictions.columns]
+        if missing:
+            raise UsageError(f"{predictions_dir} has no {', '.join(missing)}: classify it again with this version")
+        if label_col:
+            require_columns(predictions, [label_col], "predictions")
+        queue = review_items(predictions, info["views"], label_col, below)
+        if show_cols:
+            items = (read_source(spark, items_path, "items", items_format) if items_path
+                     else read_source(spark, info["items"], "items", info.get("items_format")))
+            require_columns(items, show_cols, "items table")
+            extra = items.select(F.col(ITEM_ID).cast("string").alias(ITEM_ID), *show_cols).dropDuplicates([ITEM_ID])
+            queue = queue.join(extra, ITEM_ID, "left").orderBy(F.col("change_probability").desc(), F.col(ITEM_ID).asc())
+        queue = queue.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            rows = queue.select(F.explode("reasons").alias("reason")).groupBy("reason").count().collect()
+            items_queued = queue.count()
+            summary = {"predictions": fs.qualify(predictions_dir), "below": below, "primary_view": info["views"][0],
+                       "label_column": label_col, "items": items_queued,
+                       "by_reason": {r: 0 for r in REVIEW_REASONS} | {r["reason"]: int(r["count"]) for r in rows},
+                       "created_at": _now()}
+            with atomic_output(spark, out, {"counts": {"items": items_queued}}) as staging:
+                queue.coalesce(1).write.parquet(f"{staging}/items")
+                fs.write_text(f"{staging}/review.csv", review_csv(queue).limit(csv_rows).toPandas().to_csv(index=False))
+                fs.write_json(f"{staging}/summary.json", summary)
+        finally:
+            queue.unpersist()
+        facts.update(items=items_queued, out=out)
+    return summary
+
+
 def diff(spark: SparkSession, old_dir: str, new_dir: str, out: str) -> dict:
     """OUT/changes (Parquet: item_id, view, old_class, new_class) and OUT/summary.json."""
     with _stage("diff", spark) as facts:
@@ -408,7 +457,7 @@ def diff(spark: SparkSession, old_dir: str, new_dir: str, out: str) -> dict:
     return summary
 
 
-_RUN_OUTPUTS = ("model", "predictions", "quarantine", "changes", "report")
+_RUN_OUTPUTS = ("model", "predictions", "quarantine", "changes", "review", "report")
 
 
 def _check_run_paths(fs: FileSystem, items_path: str, classes_path: str, out: str) -> None:
@@ -491,8 +540,8 @@ def run(
     previous: str | None = None,
     show_cols: list[str] | None = None,
 ) -> dict:
-    """fit, classify, (diff against the previous predictions,) evaluate into OUT/model, OUT/predictions,
-    OUT/quarantine, (OUT/changes,) OUT/report, published together: readers see the last run's set
+    """fit, classify, (diff against the previous predictions,) review, evaluate into OUT/model,
+    OUT/predictions, OUT/quarantine, (OUT/changes,) OUT/review, OUT/report, published together: readers see the last run's set
     or this one's, never a mix. The previous predictions are `previous`, else OUT/predictions of the
     last run there (`--previous OUT/predictions`, the nightly cron line, stays readable until the
     new set replaces it). One run per OUT at a time (OUT.lock)."""
@@ -519,8 +568,10 @@ def run(
             if previous:
                 changes = f"{staging}/changes"
                 diff(spark, previous, f"{staging}/predictions", changes)
+            review(spark, f"{staging}/predictions", f"{staging}/review", settings.review_below, label_col,
+                   items_path, show_cols, items_format=settings.items_format)
             report = evaluate(spark, f"{staging}/predictions", f"{staging}/report", label_col, changes, show_cols,
-                              settings.binary)
+                              settings.binary, review_dir=f"{staging}/review")
             _repoint_outputs(fs, staging, out)
             marker.update(created_at=_now(), outputs=[n for n in fs.list_names(staging) if n in _RUN_OUTPUTS],
                           counts=report["counts"], previous=fs.qualify(previous) if previous else None)

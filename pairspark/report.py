@@ -13,13 +13,21 @@ import numpy as np
 SUSPECTS_SHOWN = 20
 
 
-def _png(fig) -> str:
+def _png_bytes(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _png(fig) -> str:
+    return _data_uri(_png_bytes(fig))
 
 
 def _pyplot():
@@ -75,6 +83,72 @@ def class_shift_png(counts: dict[str, dict[str, int]], base: str, primary: str, 
     return _png(fig)
 
 
+def reliability_png(view: str, calibration: dict) -> bytes:
+    """Predicted confidence vs observed accuracy per bin (bar width = the bin, the diagonal is
+    perfect calibration), with the items per bin below."""
+    plt = _pyplot()
+    table = calibration["reliability"]
+    bins = len(table["items"])
+    edges = np.linspace(0, 1, bins + 1)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.2, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    accuracy = [a if a is not None else 0.0 for a in table["accuracy"]]
+    ax.bar(edges[:-1], accuracy, width=1 / bins, align="edge", edgecolor="k", linewidth=0.4, label="accuracy")
+    confidence = [(c if c is not None else np.nan) for c in table["confidence"]]
+    ax.plot(confidence, [a if n else np.nan for a, n in zip(table["accuracy"], table["items"])], "o", ms=3, color="C1",
+            label="(mean confidence, accuracy)")
+    ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=0.8)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{view}: reliability (ECE {calibration['ece']:.3f})", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    hist.bar(edges[:-1], table["items"], width=1 / bins, align="edge", edgecolor="k", linewidth=0.4, color="C2")
+    hist.set_xlabel("confidence")
+    hist.set_ylabel("items")
+    hist.set_yscale("symlog")
+    return _png_bytes(fig)
+
+
+def coverage_png(calibration: dict[str, dict]) -> bytes:
+    """Accuracy of the items kept vs the share kept, keeping the most confident first (one point
+    per bin edge, from the reliability tables)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    for view, cal in calibration.items():
+        table = cal["reliability"]
+        n = np.asarray(table["items"], np.float64)
+        right = np.asarray([a * k if k else 0.0 for a, k in zip(table["accuracy"], table["items"])])
+        kept, correct = np.cumsum(n[::-1]), np.cumsum(right[::-1])
+        has = kept > 0
+        ax.plot(kept[has] / n.sum(), correct[has] / kept[has], "o-", ms=3, label=view)
+    ax.set_xlabel("coverage (share of items at or above a confidence)")
+    ax.set_ylabel("accuracy of those items")
+    ax.set_xlim(0, 1.02)
+    ax.set_title("coverage vs accuracy", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png_bytes(fig)
+
+
+def histogram_png(view: str, confidence: dict) -> bytes:
+    plt = _pyplot()
+    counts = confidence["histogram"]
+    edges = np.linspace(0, 1, len(counts) + 1)
+    fig, ax = plt.subplots(figsize=(4.2, 2.6))
+    ax.bar(edges[:-1], counts, width=1 / len(counts), align="edge", edgecolor="k", linewidth=0.4, color="C2")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("items")
+    ax.set_title(f"{view}: confidence (no label to check it against)", fontsize=10)
+    return _png_bytes(fig)
+
+
+def confidence_figures(report: dict) -> dict[str, bytes]:
+    """The report's confidence figures as PNG files (name -> bytes): a reliability diagram per
+    view and the coverage/accuracy curve with a label column, else a confidence histogram per view."""
+    if report.get("calibration"):
+        figures = {f"reliability_{v}.png": reliability_png(v, c) for v, c in report["calibration"].items()}
+        figures["coverage_accuracy.png"] = coverage_png(report["calibration"])
+        return figures
+    return {f"confidence_{v}.png": histogram_png(v, c) for v, c in report.get("confidence", {}).items()}
+
+
 def _table(header: list[str], rows: list[list], classes: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
@@ -114,9 +188,35 @@ def _no_suspects(report: dict) -> str:
             f"({', '.join(views)}), not two to compare, and {no_label}; an audit needs two views or labels.")
 
 
-def render_report(report: dict, suspects: list[dict], class_counts: dict, changes: dict | None = None) -> str:
+def _confidence_section(report: dict, figures: dict[str, bytes]) -> str:
+    primary = report.get("primary_method", "")
+    parts = [f"<h2>Confidence ({html.escape(primary)})</h2><p class='note'>NAME_confidence: the calibrated probability "
+             "that NAME_class is right (docs/METHOD.md, \"Confidence\").</p>"]
+    if report.get("review"):
+        r = report["review"]
+        parts.append(f"<p>Review queue (<code>review/</code>): <b>{r['items']}</b> items; the first view "
+                     f"({html.escape(r['primary_view'])}) below confidence {r['below']:g}, views that disagree or a label "
+                     "that contradicts them.</p>")
+        parts.append(_table(["reason", "items"], [[k, v] for k, v in r["by_reason"].items()]))
+    if report.get("calibration"):
+        thresholds = list(next(iter(report["selective"].values())))
+        rows = []
+        for view, cal in report["calibration"].items():
+            sel = report["selective"][view]
+            rows.append([view, cal["ece"]] + [f"{sel[t]['accuracy']:.4f} / {sel[t]['coverage']:.3f}" if sel[t]["accuracy"] is not None
+                                                else f"- / {sel[t]['coverage']:.3f}" for t in thresholds])
+        parts.append(_table(["view", f"ECE ({next(iter(report['calibration'].values()))['bins']} bins)"]
+                            + [f"accuracy / coverage at confidence >= {t}" for t in thresholds], rows))
+    parts.append("<div>" + "".join(f"<img alt='{html.escape(name)}' src='{_data_uri(png)}'>" for name, png in figures.items())
+                 + "</div>")
+    return "\n".join(parts)
+
+
+def render_report(report: dict, suspects: list[dict], class_counts: dict, changes: dict | None = None,
+                  figures: dict[str, bytes] | None = None) -> str:
     """The page as a string. `report`: metrics.json content; `suspects`: audit rows (dicts);
-    `class_counts`: {view: {method: {class: items}}}; `changes`: diff summary or None."""
+    `class_counts`: {view: {method: {class: items}}}; `changes`: diff summary or None;
+    `figures`: confidence_figures(report), when already drawn."""
     views, methods = report["views"], report["methods"]
     primary = report.get("primary_method", methods[0])
     counts = report["counts"]
@@ -186,6 +286,9 @@ def render_report(report: dict, suspects: list[dict], class_counts: dict, change
         for view in views:
             parts.append(f"<img alt='class sizes {view}' src='" + class_shift_png(class_counts.get(view, {}), "base", primary, view) + "'>")
         parts.append("</div>")
+
+    if report.get("confidence"):
+        parts.append(_confidence_section(report, confidence_figures(report) if figures is None else figures))
 
     parts.append(f"<h2>Top suspected annotation errors</h2><p class='note'>Ranked by the audit score "
                  f"(README.md, \"Audit\"): {SUSPECTS_SHOWN} shown; <code>pairspark audit</code> lists them all.</p>")

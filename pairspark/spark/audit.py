@@ -1,9 +1,9 @@
 """Likely annotation errors (audit) and what changed since the last run (diff), from predictions.
 
 Audit score, per item (documented in README.md, "Audit"):
-  confidence of a view = the rank of its NAME_margin among all items' margins in that view, in
-  [0, 1] (from 1,000 approximate quantiles: margins of different methods and views have different
-  scales, ranks do not);
+  confidence of a view = its calibrated NAME_confidence (core/calibration.py); predictions made
+  before it existed use the rank of NAME_margin among all items' margins in that view, in [0, 1]
+  (from 1,000 approximate quantiles: margins of different methods have different scales);
   * label_contradicted_by_both_views: the two views agree with each other, not with the label:
     raw = 1 + min(confidence of the two views)   (so these rank above the kinds below)
   * label_matches_neither_view: the views disagree and neither matches the label: raw = min(confidences)
@@ -56,7 +56,8 @@ def audit_predictions(predictions: DataFrame, views: list[str], label_col: str |
         raise ValueError("an audit needs two views or a label column")
     df = predictions
     for view in views:
-        df = _confidence(df, view)
+        if f"{view}_confidence" not in df.columns:
+            df = _confidence(df, view)
     cls = [F.col(f"{v}_class") for v in views]
     conf = [F.col(f"{v}_confidence") for v in views]
     label = F.col(label_col) if label_col else F.lit(None).cast("string")

@@ -15,6 +15,7 @@ import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pairspark.core.calibration import ECE_BINS, SELECTIVE_THRESHOLDS, expected_calibration_error, reliability_from_sums
 from pairspark.core.metrics import metrics_from_confusion
 from pairspark.errors import UsageError
 
@@ -150,6 +151,9 @@ def evaluate_predictions(
             v: {m: _scored(counts[i], label_col, f"{v}_{m}", classes) for m, i in by_method.items()}
             for v, by_method in vs_label.items()
         }
+
+    if all(f"{v}_confidence" in predictions.columns for v in view_names):
+        report.update(calibration_metrics(predictions, view_names, label_col))
     if binary:
         report["binary"] = {}
         for group, members in binary.items():
@@ -165,3 +169,50 @@ def evaluate_predictions(
                 out[m] = entry
             report["binary"][group] = out
     return report
+
+
+def calibration_metrics(predictions: DataFrame, view_names: list[str], label_col: str | None) -> dict:
+    """Per view, from one aggregation (no item collected): `confidence.VIEW` = items per
+    ECE_BINS equal-width bin of NAME_confidence and its mean; with a label column also how the
+    confidence matches the accuracy of NAME_class: `calibration.VIEW` = the reliability table
+    and its `ece`, `selective.VIEW.T` = coverage and accuracy of the items with confidence >= T.
+    Rows with a null class or confidence (and, for the label metrics, a null label) are left out."""
+    exprs, keys = [], []
+    for v in view_names:
+        conf, cls = F.col(f"{v}_confidence").cast("double"), F.col(f"{v}_class")
+        usable = cls.isNotNull() & conf.isNotNull()
+        if label_col:
+            usable = usable & F.col(label_col).isNotNull()
+        right = F.when(cls == F.col(label_col).cast("string"), 1).otherwise(0) if label_col else F.lit(0)
+        bin_ = F.least(F.greatest(F.floor(conf * ECE_BINS), F.lit(0)), F.lit(ECE_BINS - 1))
+        for b in range(ECE_BINS):
+            inside = usable & (bin_ == b)
+            for what, value in (("n", F.lit(1)), ("conf", conf), ("right", right)):
+                exprs.append(F.sum(F.when(inside, value).otherwise(0)).alias(f"c{len(keys)}"))
+                keys.append((v, "bin", b, what))
+        for t in SELECTIVE_THRESHOLDS:
+            above = usable & (conf >= t)
+            for what, value in (("n", F.lit(1)), ("right", right)):
+                exprs.append(F.sum(F.when(above, value).otherwise(0)).alias(f"c{len(keys)}"))
+                keys.append((v, "sel", t, what))
+        exprs.append(F.sum(F.when(usable, 1).otherwise(0)).alias(f"c{len(keys)}"))
+        keys.append((v, "total", 0, "n"))
+    row = predictions.agg(*exprs).first()
+    got = {key: float(row[f"c{i}"] or 0) for i, key in enumerate(keys)}
+    confidence, calibration, selective = {}, {}, {}
+    for v in view_names:
+        table = reliability_from_sums([got[(v, "bin", b, "n")] for b in range(ECE_BINS)],
+                                      [got[(v, "bin", b, "conf")] for b in range(ECE_BINS)],
+                                      [got[(v, "bin", b, "right")] for b in range(ECE_BINS)])
+        total = got[(v, "total", 0, "n")]
+        confidence[v] = {"items": int(total), "histogram": table["items"],
+                         "mean": sum(got[(v, "bin", b, "conf")] for b in range(ECE_BINS)) / total if total else None}
+        if not label_col:
+            continue
+        calibration[v] = {"ece": expected_calibration_error(table), "bins": ECE_BINS, "reliability": table}
+        selective[v] = {f"{t:g}": {"coverage": got[(v, "sel", t, "n")] / total if total else 0.0,
+                                   "accuracy": got[(v, "sel", t, "right")] / got[(v, "sel", t, "n")]
+                                   if got[(v, "sel", t, "n")] else None,
+                                   "items": int(got[(v, "sel", t, "n")])}
+                        for t in SELECTIVE_THRESHOLDS}
+    return {"confidence": confidence, **({"calibration": calibration, "selective": selective} if label_col else {})}
