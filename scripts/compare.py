@@ -56,7 +56,29 @@ def run_method(spark, folder: Path, views: list[View], method: str, work: Path, 
     pipeline.classify(spark, str(folder / "items.parquet"), str(out / "model"), str(out / "predictions"), settings, label)
     classified = time.perf_counter()
     report = pipeline.evaluate(spark, str(out / "predictions"), str(out / "report"), label)
-    return {"fit_s": fitted - start, "classify_s": classified - fitted, "report": report}
+    return {"fit_s": fitted - start, "classify_s": classified - fitted, "report": report,
+            "confidence": confidence_quality(out / "predictions", report, views, label) if label else None}
+
+
+def confidence_quality(predictions: Path, report: dict, views: list[View], label: str) -> dict:
+    """Per view: ECE (15 bins) and accuracy / coverage at confidence >= 0.9 from the report, and
+    the AUROC of NAME_confidence as a right-vs-wrong ranking from the predictions (items with a
+    verified label left out, as in the report)."""
+    import numpy as np
+
+    from pairspark.core.calibration import auroc
+
+    frame = pq.read_table(predictions).to_pandas()
+    if "verified_label" in frame.columns:
+        frame = frame[frame["verified_label"].isna()]
+    frame = frame[frame[label].notna()]
+    out = {}
+    for v in views:
+        right = (frame[f"{v.name}_class"] == frame[label].astype(str)).to_numpy()
+        at = report["selective"][v.name]["0.9"]
+        out[v.name] = {"ece": report["calibration"][v.name]["ece"], "auroc": auroc(frame[f"{v.name}_confidence"].to_numpy(np.float64), right),
+                       "accuracy_at_0.9": at["accuracy"], "coverage_at_0.9": at["coverage"]}
+    return out
 
 
 LABELS_PER_CLASS = (5, 20)  # verified labels drawn per class (seed 0) from the set's label column
@@ -90,8 +112,9 @@ def run_default(spark, folder: Path, views: list[View], out: Path, label: str, l
     pipeline.classify(spark, items, str(out / "model"), str(out / "predictions"), settings, label)
     report = pipeline.evaluate(spark, str(out / "predictions"), str(out / "report"), label)
     primary = report["primary_method"]
-    return {v.name: (report["vs_label"][v.name]["base"]["accuracy"], report["vs_label"][v.name][primary]["accuracy"])
-            for v in views}
+    quality = confidence_quality(out / "predictions", report, views, label)
+    return {v.name: (report["vs_label"][v.name]["base"]["accuracy"], report["vs_label"][v.name][primary]["accuracy"],
+                     quality[v.name]) for v in views}
 
 
 def measure_labels_and_single_views(spark, folder: Path, views: list[View], work: Path, label: str) -> dict:
@@ -172,8 +195,10 @@ def measure(spark, folder: Path, work: Path) -> dict:
                 m = rep["vs_label"][v.name][method]
                 row[f"{v.name}.accuracy"] = m["accuracy"]
                 row[f"{v.name}.macro_f1"] = m["macro_f1"]
-        results[method] = row
         print(f"{folder.name:14s} {method:13s} " + " ".join(f"{k}={v:.4f}" for k, v in row.items()), flush=True)
+        if r["confidence"]:
+            row["confidence"] = r["confidence"]
+        results[method] = row
     extra = measure_labels_and_single_views(spark, folder, views, work, label) if label and len(views) == 2 else None
     if extra is not None:
         extra["prompts"] = measure_prompts(spark, folder, views, work, label)
@@ -210,7 +235,7 @@ def render(sets: list[dict], seconds: float) -> str:
         lines += [f"## {s['set']} ({s['items']:,} items, views: {', '.join(s['views'])})", ""]
         lines.append("| metric | " + " | ".join(methods) + " |")
         lines.append("|---|" + "---|" * len(methods))
-        keys = [k for k in s["methods"]["base"] if k not in ("fit_s", "classify_s")] + ["fit_s", "classify_s"]
+        keys = [k for k in s["methods"]["base"] if k not in ("fit_s", "classify_s", "confidence")] + ["fit_s", "classify_s"]
         for key in keys:
             values = [s["methods"][m][key] for m in methods]
             best = min(values) if key.endswith("_s") else max(values)
@@ -268,8 +293,8 @@ def render(sets: list[dict], seconds: float) -> str:
             for v in s["views"]:
                 cells = [s["methods"]["base"][f"{v}.accuracy"], s["methods"][default][f"{v}.accuracy"]]
                 for k in ks:
-                    cells += list(s["extra"]["labels"][k][v])
-                cells += list(s["extra"]["single_view"][v])
+                    cells += list(s["extra"]["labels"][k][v][:2])
+                cells += list(s["extra"]["single_view"][v][:2])
                 lines.append(f"| {s['set']}/{v} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
         lines.append("")
     prompts = [s for s in extra if s["extra"].get("prompts")]
@@ -284,10 +309,49 @@ def render(sets: list[dict], seconds: float) -> str:
         for s in prompts:
             runs = s["extra"]["prompts"]["runs"]
             for v in runs["name"]:
-                cells = [*runs["name"][v], *runs["templates"][v]]
+                cells = [*runs["name"][v][:2], *runs["templates"][v][:2]]
                 lines.append(f"| {s['set']}/{v} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
         lines.append("")
+    lines += render_confidence(sets)
     return "\n".join(lines)
+
+
+def _quality(q: dict | None) -> str:
+    if not q:
+        return "-"
+    at = "-" if q["accuracy_at_0.9"] is None else f"{q['accuracy_at_0.9']:.3f}"
+    auc = "-" if q["auroc"] is None else f"{q['auroc']:.3f}"
+    return f"{q['ece']:.3f} / {auc} / {at} ({q['coverage_at_0.9']:.2f})"
+
+
+def render_confidence(sets: list[dict]) -> list[str]:
+    """The calibration tables: each method as the primary (its own run), then the default with
+    verified labels and with one view."""
+    labelled = [s for s in sets if s["label"]]
+    if not labelled:
+        return []
+    lines = ["## Confidence: is NAME_confidence what it says? (no label read unless given with --labels)", "",
+             "Each cell: ECE over 15 equal-width bins / AUROC of the confidence ranking right answers above wrong "
+             "ones / accuracy of the items at confidence >= 0.9 (their share). Each method's row is its own run with "
+             "that method as the primary; methods that only name a winner (pairwise, ovr, roundrobin) carry base's "
+             "probabilities. docs/METHOD.md, \"Confidence\".", ""]
+    for s in labelled:
+        lines += [f"### {s['set']}", "", "| method | " + " | ".join(s["views"]) + " |", "|---|" + "---|" * len(s["views"])]
+        for m, row in s["methods"].items():
+            q = row.get("confidence") or {}
+            lines.append(f"| {m} | " + " | ".join(_quality(q.get(v)) for v in s["views"]) + " |")
+        lines.append("")
+    extra = [s for s in labelled if s.get("extra")]
+    if extra:
+        ks = LABELS_PER_CLASS
+        lines += ["### The default with verified labels and with one view", "",
+                  "| set/view | " + " | ".join(f"{k} labels/class" for k in ks) + " | alone |", "|---|" + "---|" * (len(ks) + 1)]
+        for s in extra:
+            for v in s["views"]:
+                cells = [_quality(s["extra"]["labels"][k][v][2]) for k in ks] + [_quality(s["extra"]["single_view"][v][2])]
+                lines.append(f"| {s['set']}/{v} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
