@@ -84,4 +84,22 @@ def test_enough_verified_labels_calibrate_on_themselves(spark, tmp_path):
     pd.DataFrame({"item_id": items["item_id"][:30], "label": items["label"][:30]}).to_csv(labels, index=False)
     meta = pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), load_settings(None, {"labels": str(labels)}))
     assert meta["calibration"]["fitted_on"] == "verified labels"
-    assert meta["calibration"]["views"]["image"]["items"] == 30
+    assert meta["calibration"]["views"]["image"]["items"]["cotrain"] == 30
+
+
+def test_one_view_fits_each_temperature_on_a_second_opinion_never_its_own_answers(spark, tmp_path):
+    """With one view there is no other view to calibrate against: base's temperature is fitted on
+    gnb's confident answers, a method that answers otherwise on base's (numpy reference)."""
+    from pairspark.spark.model_io import load_model
+
+    items, classes, _ = make_catalog(300, 8, 4, seed=12, noise=1.3, views=("image",))
+    items_path, classes_path = write_catalog(tmp_path / "data", items, classes)
+    meta = pipeline.fit(spark, items_path, classes_path, VIEWS[:1], str(tmp_path / "m"), load_settings())
+    assert meta["calibration"]["fitted_on"].startswith("a second opinion")
+    (view,), _ = load_model(spark, str(tmp_path / "m"))
+    x = unit_rows64(items["image_embedding"])
+    cos = x @ view.vectors64.T
+    gnb = view.gnb.scores(x, cos)
+    keep = top_margin(gnb) >= margin_threshold(top_margin(gnb), 0.3)
+    assert view.calibration["base"] == pytest.approx(fit_temperature(cos[keep], gnb.argmax(axis=1)[keep]), rel=1e-6)
+    assert 1e-3 < view.calibration["base"] < 1.0  # not the degenerate T -> 0 of fitting base on its own answers

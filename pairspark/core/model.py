@@ -10,7 +10,7 @@ from pairspark.core.calibration import fit_temperature, probabilities, top_k
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
 from pairspark.core.methods import PRIMARY_ORDER, REGISTRY, Batch, calibration_targets
-from pairspark.core.scorers import Scorer, gnb_scorer, ovr_masks, top_margin
+from pairspark.core.scorers import Scorer, gnb_scorer, margin_threshold, ovr_masks, top_margin
 from pairspark.core.stats import ClassMoments
 from pairspark.core.tournament import pair_coefficients, pair_weights
 
@@ -174,30 +174,49 @@ CALIBRATION_MIN_VERIFIED = 20
 def calibrate(views: list[ViewModel], methods: tuple[str, ...], sample: dict[str, np.ndarray], verified: np.ndarray,
               base_thresholds: dict[str, float], confident_share: float) -> dict:
     """Fit every view's temperatures (ViewModel.calibration) on the driver's sample, in place: for
-    base and each method in `methods` with per-class scores. The targets: the verified labels
-    when the sample holds at least CALIBRATION_MIN_VERIFIED of them, else
-    core/methods.calibration_targets from the primary learner (cotrain or selftrain) when it
-    ran. Returns what was fitted, for meta.json."""
+    base and each method in `methods` with per-class scores. A temperature is fitted to predict a
+    second opinion's answers, never the method's own (its own confident answers it fits perfectly,
+    so the fit would run to T -> 0):
+
+    * verified labels, when the sample holds at least CALIBRATION_MIN_VERIFIED;
+    * two views: core/methods.calibration_targets from the primary learner (cotrain's agreed
+      items and the other view's confident answers);
+    * one view: base's confident answers (margin >= the fit's threshold), or, for a method that
+      answers as base does on every sample item (base itself, selftrain fallen back to base),
+      gnb's confident answers (gnb fitted on the confident base subset).
+
+    Returns what was fitted, for meta.json."""
     names = [v.name for v in views]
     learner = next((m for m in PRIMARY_ORDER if m in methods and REGISTRY[m].iterative), None)
     xs = {v.name: np.asarray(sample[v.name], np.float64) for v in views}
     bases = {v.name: base_assign(xs[v.name], v.vectors64) for v in views}
+    scored = [m for m in dict.fromkeys(("base", *methods)) if REGISTRY[m].scored]
     n_verified = int((verified >= 0).sum())
     if n_verified >= CALIBRATION_MIN_VERIFIED:
         source = "verified labels"
-        targets = [(verified, verified >= 0)] * len(views)
-    else:
+        shared = [(verified, verified >= 0)] * len(views)
+    elif len(views) == 2:
         source = f"{learner or 'base'} training targets"
         learned = {v.name: v.scorers[learner] for v in views} if learner else None
-        targets = calibration_targets(names, xs, {n: b.cosines for n, b in bases.items()}, learned,
-                                      [base_thresholds[n] for n in names], confident_share, verified)
-    scored = [m for m in dict.fromkeys(("base", *methods)) if REGISTRY[m].scored]
+        shared = calibration_targets(names, xs, {n: b.cosines for n, b in bases.items()}, learned,
+                                     [base_thresholds[n] for n in names], confident_share, verified)
+    else:
+        source, shared = "a second opinion: base's confident answers, gnb's for methods that answer as base", None
     facts: dict = {"fitted_on": source, "views": {}}
-    for view, (label, keep) in zip(views, targets):
-        x = xs[view.name]
-        batch = Batch(x, bases[view.name], np.zeros(len(x), np.uint64), None)
+    for i, view in enumerate(views):
+        x, base = xs[view.name], bases[view.name]
+        batch = Batch(x, base, np.zeros(len(x), np.uint64), None)
+        items = {}
         for method in scored:
-            _, scores = REGISTRY[method].predict(view, batch)
+            answers, scores = REGISTRY[method].predict(view, batch)
+            if shared is not None:
+                label, keep = shared[i]
+            elif not np.array_equal(answers, base.best):
+                label, keep = base.best, base.margin >= base_thresholds[view.name]
+            else:
+                opinion = view.gnb.scores(x, base.cosines)
+                label, keep = opinion.argmax(axis=1), top_margin(opinion) >= margin_threshold(top_margin(opinion), confident_share)
             view.calibration[method] = fit_temperature(scores[keep], label[keep])
-        facts["views"][view.name] = {"items": int(keep.sum()), "temperature": dict(view.calibration)}
+            items[method] = int(keep.sum())
+        facts["views"][view.name] = {"items": items, "temperature": dict(view.calibration)}
     return facts
