@@ -58,6 +58,16 @@ def test_top_k_is_sorted_ties_to_the_lower_class_and_capped_by_the_classes():
     assert cal.top_k(probs, 10)[0].shape == (2, 3)
 
 
+@pytest.mark.parametrize("classes, k", [(5, 1), (5, 3), (50, 3), (300, 10)])
+def test_top_k_equals_a_full_stable_sort_with_many_ties(classes, k):
+    rng = np.random.default_rng(classes)
+    probs = np.round(rng.random((500, classes)), 1)  # ten distinct values: ties everywhere, at the k-th place too
+    want = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    idx, val = cal.top_k(probs, k)
+    np.testing.assert_array_equal(idx, want)
+    np.testing.assert_array_equal(val, np.take_along_axis(probs, want, axis=1))
+
+
 def test_selective_accuracy_and_coverage():
     conf = np.array([0.96, 0.91, 0.85, 0.3])
     right = np.array([True, False, True, True])

@@ -21,7 +21,7 @@ import pytest
 from tests.synthetic import make_catalog, write_catalog
 
 PAIRSPARK = str(Path(sys.executable).parent / "pairspark")
-OUTPUTS = ("model", "quarantine", "predictions", "report")
+OUTPUTS = ("model", "quarantine", "predictions", "review", "report")
 
 
 def _start_run(items, classes, out, *extra):
@@ -38,6 +38,12 @@ def _finish(proc, timeout=600) -> str:
     return stderr
 
 
+def hashable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Array columns (NAME_top) as their text, so pandas can hash the rows."""
+    return frame.assign(**{c: frame[c].map(lambda v: repr(None if v is None else [dict(t) for t in v]))
+                           for c in frame.columns if c.endswith("_top")})
+
+
 def _snapshot(out: Path) -> dict:
     """What a reader sees: every output readable, with its content digest (free of timestamps);
     `changes`: the report's changed items per view (None without a previous run)."""
@@ -50,7 +56,7 @@ def _snapshot(out: Path) -> dict:
     return {
         "metrics": metrics,
         "changes": changes and changes["changed"],
-        "predictions": hashlib.sha256(pd.util.hash_pandas_object(predictions).values.tobytes()).hexdigest(),
+        "predictions": hashlib.sha256(pd.util.hash_pandas_object(hashable(predictions)).values.tobytes()).hexdigest(),
         "stats_counts": stats["count"].tolist(),
         "quarantined": len(quarantine),
         "success_markers": all((out / name / "_SUCCESS").exists() for name in (*OUTPUTS, ".")),

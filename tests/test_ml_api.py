@@ -137,7 +137,7 @@ def test_the_python_side_sees_only_ids_keys_and_vectors(spark):
     from pairspark.spark.transform import answers_column, with_duplicate_flag
     from tests.synthetic import tiny_view_model
 
-    column = answers_column([tiny_view_model("v", "v", 2)], ("base",), 0, 0)
+    column = answers_column([tiny_view_model("v", "v", 2)], ("base",), 0, 0, 3)
     plan = with_duplicate_flag(df).select(column.alias("answers"))._jdf.queryExecution().executedPlan().toString()
     python_inputs = [line for line in plan.splitlines() if "ArrowEvalPython" in line]
     assert python_inputs and all("big" not in line for line in python_inputs)

@@ -29,6 +29,8 @@ ALL_METHODS = "base,pairwise,ovr,roundrobin,centroid,gnb,transductive,cotrain"
 def _column_digests(predictions: Path) -> dict[str, str]:
     """sha256 of each prediction column, rows in item_id order (the files' order is Spark's)."""
     frame = pq.read_table(predictions).to_pandas().sort_values("item_id").reset_index(drop=True)
+    frame = frame.assign(**{c: frame[c].map(lambda v: repr(None if v is None else [dict(t) for t in v]))
+                            for c in frame.columns if c.endswith("_top")})  # arrays as text: pandas hashes scalars
     return {c: hashlib.sha256(pd.util.hash_pandas_object(frame[c], index=False).to_numpy().tobytes()).hexdigest()
             for c in sorted(frame.columns)}
 

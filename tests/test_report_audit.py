@@ -50,7 +50,7 @@ def test_the_report_is_self_contained_and_its_figures_load_in_headless_chromium(
     assert "<h2>Summary</h2>" in page and "Top suspected annotation errors" in page
     assert not re.search(r"""src=['"](?!data:)""", page), "every figure is embedded"
     figures = len(re.findall(r"<img ", page))
-    assert figures == 1 + 2 + 2  # image vs text, each view vs label, class sizes per view
+    assert figures == 1 + 2 + 2 + 3  # image vs text, each view vs label, class sizes per view, reliability per view + coverage
     if CHROMIUM is None:
         pytest.skip("no chromium on this machine (scripts/test installs Debian's chromium when it can)")
     # probe appended to a copy: after load, count the images the browser actually decoded

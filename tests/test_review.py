@@ -53,7 +53,7 @@ def test_calibration_metrics_equal_the_numpy_definitions(spark):
     conf = rng.random(n).astype(np.float32)
     label = rng.choice(["x", "y"], n)
     cls = np.where(rng.random(n) < conf, label, np.where(label == "x", "y", "x"))
-    rows = [(f"i{i}", label[i], cls[i], float(conf[i]), [], cls[i], float(conf[i]), []) for i in range(n)]
+    rows = [(f"i{i}", str(label[i]), str(cls[i]), float(conf[i]), [], str(cls[i]), float(conf[i]), []) for i in range(n)]
     rows.append(("nulllabel", None, "x", 0.3, [], "x", 0.3, []))
     got = calibration_metrics(spark.createDataFrame(rows, SCHEMA), ["a", "b"], "label")
     right = cls == label
