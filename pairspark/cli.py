@@ -75,24 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     show_cols_arg(p)
     _settings_options(p, "evaluate")
 
-    p = sub.add_parser("audit", help="likely annotation errors, ranked, into DIR (Parquet, CSV, summary.json)")
-    p.add_argument("--predictions", required=True, help="PRED_DIR written by classify")
-    p.add_argument("--out", required=True, help="DIR")
-    p.add_argument("--label-col", help="stored label column (default: the one classify carried)")
-    p.add_argument("--items", help="items table to take --show-cols from (default: the one classify read)")
-    p.add_argument("--csv-rows", type=int, default=10_000, help="rows in DIR/suspects.csv (10000); the Parquet has all")
-    show_cols_arg(p)
-    _settings_options(p, "audit")
+    def ranked_list(command: str, help: str, csv_name: str) -> None:
+        """audit and review: a ranked list of items from predictions, as Parquet, CSV and summary.json."""
+        p = sub.add_parser(command, help=help)
+        p.add_argument("--predictions", required=True, help="PRED_DIR written by classify")
+        p.add_argument("--out", required=True, help="DIR")
+        p.add_argument("--label-col", help="stored label column (default: the one classify carried)")
+        p.add_argument("--items", help="items table to take --show-cols from (default: the one classify read)")
+        p.add_argument("--csv-rows", type=int, default=10_000, help=f"rows in DIR/{csv_name} (10000); the Parquet has all")
+        show_cols_arg(p)
+        _settings_options(p, command)
 
-    p = sub.add_parser("review", help="the items to look at before their class is written, ranked, into DIR "
-                                      "(Parquet, CSV, summary.json)")
-    p.add_argument("--predictions", required=True, help="PRED_DIR written by classify")
-    p.add_argument("--out", required=True, help="DIR")
-    p.add_argument("--label-col", help="stored label column (default: the one classify carried)")
-    p.add_argument("--items", help="items table to take --show-cols from (default: the one classify read)")
-    p.add_argument("--csv-rows", type=int, default=10_000, help="rows in DIR/review.csv (10000); the Parquet has all")
-    show_cols_arg(p)
-    _settings_options(p, "review")
+    ranked_list("audit", "likely annotation errors, ranked, into DIR (Parquet, CSV, summary.json)", "suspects.csv")
+    ranked_list("review", "the items to look at before their class is written, ranked, into DIR (Parquet, CSV, "
+                "summary.json)", "review.csv")
 
     p = sub.add_parser("embed", help="add <col>_embedding vectors for text columns (needs pairspark[embed])")
     p.add_argument("--items", required=True)

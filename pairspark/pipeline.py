@@ -409,8 +409,7 @@ def review(spark: SparkSession, predictions_dir: str, out: str, below: float, la
             items = (read_source(spark, items_path, "items", items_format) if items_path
                      else read_source(spark, info["items"], "items", info.get("items_format")))
             require_columns(items, show_cols, "items table")
-            extra = items.select(F.col(ITEM_ID).cast("string").alias(ITEM_ID), *show_cols).dropDuplicates([ITEM_ID])
-            queue = queue.join(extra, ITEM_ID, "left").orderBy(F.col("change_probability").desc(), F.col(ITEM_ID).asc())
+            queue = with_item_columns(queue, items, show_cols, "change_probability")
         queue = queue.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             rows = queue.select(F.explode("reasons").alias("reason")).groupBy("reason").count().collect()

@@ -71,11 +71,15 @@ def test_calibration_metrics_equal_the_numpy_definitions(spark):
 
 def test_a_run_publishes_the_review_queue_and_counts_it_in_the_metrics(spark, tmp_path):
     items, classes, _ = make_catalog(200, 8, 3, seed=8, noise=1.5)
+    items["title"] = [f"title of {i}" for i in items["item_id"]]
     items_path, classes_path = write_catalog(tmp_path / "data", items, classes)
     views = [View("image", "image_embedding"), View("text", "text_embedding")]
     report = pipeline.run(spark, items_path, classes_path, views, str(tmp_path / "out"), load_settings(None, {"review_below": 0.95}),
-                          label_col="label")
+                          label_col="label", show_cols=["title"])
     queue = pd.read_parquet(tmp_path / "out" / "review" / "items")
+    assert (queue["title"] == "title of " + queue["item_id"]).all()  # --show-cols, joined by item_id
+    ranked = queue.sort_values(["change_probability", "item_id"], ascending=[False, True], kind="stable")
+    assert queue["item_id"].tolist() == ranked["item_id"].tolist()
     assert report["review"]["items"] == len(queue) > 0 and report["review"]["below"] == 0.95
     pred = pd.read_parquet(tmp_path / "out" / "predictions")
     want = pred[(pred["image_confidence"] < 0.95) | (pred["image_class"] != pred["text_class"])

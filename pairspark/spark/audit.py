@@ -88,12 +88,13 @@ def audit_predictions(predictions: DataFrame, views: list[str], label_col: str |
     return df.select(*columns).where(F.col("kind").isNotNull()).orderBy(F.col("score").desc(), F.col(ITEM_ID).asc())
 
 
-def with_item_columns(audit: DataFrame, items: DataFrame, columns: list[str]) -> DataFrame:
-    """The audit with extra columns of the items table (e.g. a product name), order kept."""
+def with_item_columns(ranked: DataFrame, items: DataFrame, columns: list[str], rank: str = "score") -> DataFrame:
+    """A ranked list (the audit's, the review queue's) with extra columns of the items table (e.g. a
+    product name), its order (`rank` descending, then item_id) kept."""
     if not columns:
-        return audit
+        return ranked
     extra = items.select(F.col(ITEM_ID).cast("string").alias(ITEM_ID), *columns).dropDuplicates([ITEM_ID])
-    return audit.join(extra, ITEM_ID, "left").orderBy(F.col("score").desc(), F.col(ITEM_ID).asc())
+    return ranked.join(extra, ITEM_ID, "left").orderBy(F.col(rank).desc(), F.col(ITEM_ID).asc())
 
 
 @contextmanager
