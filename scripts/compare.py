@@ -333,8 +333,8 @@ def render_confidence(sets: list[dict]) -> list[str]:
     lines = ["## Confidence: is NAME_confidence what it says? (no label read unless given with --labels)", "",
              "Each cell: ECE over 15 equal-width bins / AUROC of the confidence ranking right answers above wrong "
              "ones / accuracy of the items at confidence >= 0.9 (their share). Each method's row is its own run with "
-             "that method as the primary; methods that only name a winner (pairwise, ovr, roundrobin) carry base's "
-             "probabilities. docs/METHOD.md, \"Confidence\".", ""]
+             "that method as the primary; the tournaments (pairwise, roundrobin) only name a winner "
+             "and carry base's probabilities. docs/METHOD.md, \"Confidence\".", ""]
     for s in labelled:
         lines += [f"### {s['set']}", "", "| method | " + " | ".join(s["views"]) + " |", "|---|" + "---|" * len(s["views"])]
         for m, row in s["methods"].items():

@@ -17,6 +17,7 @@ from pairspark.core.scorers import (
     lda_scorer,
     ovr_masks,
     ovr_predict,
+    ovr_scores,
     softmax,
     top_margin,
     transductive_initial,
@@ -253,6 +254,17 @@ def test_ovr_predict_is_the_masked_cosine_argmax():
     want = [np.argmax([(x[i] * keep[c]) @ (t[c] * keep[c]) / np.linalg.norm(x[i] * keep[c]) / np.linalg.norm(t[c] * keep[c])
                        for c in range(4)]) for i in range(30)]
     assert ovr_predict(x, t, keep).tolist() == want
+
+
+def test_ovr_scores_leave_out_a_class_with_no_dims_and_are_uniform_without_evidence():
+    x = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    t = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 1.0, 0.0]])
+    keep = np.array([[True, False, False], [True, True, False], [False, False, False]])
+    scores = ovr_scores(x, t, keep)
+    assert scores[0, :2].tolist() == pytest.approx([1.0, 0.6])  # class 1 on dims 0-1: 0.6 / 1
+    assert scores[0, 2] == -np.inf  # class 2 keeps no dim
+    assert scores[1].tolist() == [0.0, 0.0, 0.0]  # item 1 has no weight on any class's dims
+    assert ovr_predict(x, t, keep).tolist() == [0, 0]
 
 
 # ---------- round robin ----------

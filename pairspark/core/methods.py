@@ -28,7 +28,7 @@ from pairspark.core.scorers import (
     cotrain_targets,
     lda_scorer,
     margin_threshold,
-    ovr_predict,
+    ovr_scores,
     softmax,
     top_margin,
     transductive_initial,
@@ -123,10 +123,13 @@ class Method:
         return self.fit is not None
 
 
-def _scored(scorer: Scorer, batch: Batch) -> Prediction:
-    scores = scorer.scores(batch.x_unit, batch.base.cosines)
+def _argmax(scores: np.ndarray) -> Prediction:
     labels = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
     return labels, scores
+
+
+def _scored(scorer: Scorer, batch: Batch) -> Prediction:
+    return _argmax(scorer.scores(batch.x_unit, batch.base.cosines))
 
 
 def _fitted(name: str) -> Callable[[ViewModel, Batch], Prediction]:
@@ -388,7 +391,7 @@ REGISTRY: dict[str, Method] = _entry(
            lambda model, batch: (play_tournament(batch.x_unit, model.vectors64, model.masks, model.coefficients,
                                                  batch.keys, batch.top, model.pair_weights), None), scored=False),
     Method("ovr", "cosine on each class's one-vs-rest dims",
-           lambda model, batch: (ovr_predict(batch.x_unit, model.vectors64, model.ovr_keep), None), scored=False),
+           lambda model, batch: _argmax(ovr_scores(batch.x_unit, model.vectors64, model.ovr_keep))),
     Method("roundrobin", "every pair's match played; most wins, ties by base cosine",
            lambda model, batch: (play_round_robin(batch.x_unit, model.vectors64, model.masks, model.coefficients,
                                                   batch.base.cosines, batch.top, model.pair_weights), None), scored=False),

@@ -113,7 +113,7 @@ class ViewModel:
         """Class indices per method for a batch x (n, D) of raw vectors, plus `base_cosine`,
         `margin`: how sure `margin_of` (default: the last method) is of its answer, its own top-2
         score margin, or the base cosine margin for the methods that only name a winner
-        (pairwise, roundrobin, ovr); only comparable within a method; and from `margin_of`'s
+        (pairwise, roundrobin); only comparable within a method; and from `margin_of`'s
         calibrated probabilities (base's for a method that only names a winner): `confidence`,
         the probability of its answer, and `top` / `top_p`, its k most probable classes.
 

@@ -276,14 +276,23 @@ def ovr_masks(moments: ClassMoments, settings: MaskSettings) -> np.ndarray:
     return keep
 
 
-def ovr_predict(x_unit: np.ndarray, class_vectors: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """argmax over classes of cos(x|mask_c, t_c|mask_c): both sides restricted to class c's dims."""
+def ovr_scores(x_unit: np.ndarray, class_vectors: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(n, C) cos(x|mask_c, t_c|mask_c): each class scored on its own one-vs-rest dims. A class the
+    item or the prompt has no weight on scores -inf; a row with no finite score scores 0 everywhere
+    (no evidence: uniform probabilities, answer class 0)."""
     if len(x_unit) == 0:
-        return np.zeros(0, np.int64)
+        return np.zeros((0, len(class_vectors)))
     k = keep.astype(np.float64)
     t = np.asarray(class_vectors, np.float64) * k
     t_norm = np.linalg.norm(t, axis=1)
     x_norm = np.sqrt((x_unit * x_unit) @ k.T)
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = (x_unit @ t.T) / (x_norm * np.where(t_norm > 0, t_norm, np.inf))
-    return np.argmax(np.nan_to_num(cos, nan=-np.inf), axis=1)
+    cos = np.nan_to_num(cos, nan=-np.inf, posinf=-np.inf)
+    cos[~np.isfinite(cos).any(axis=1)] = 0.0
+    return cos
+
+
+def ovr_predict(x_unit: np.ndarray, class_vectors: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """argmax over classes of cos(x|mask_c, t_c|mask_c): both sides restricted to class c's dims."""
+    return np.argmax(ovr_scores(x_unit, class_vectors, keep), axis=1)
