@@ -128,7 +128,8 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
                 log.warning("labels: %d of %d labelled item_ids are not among the items", labels_meta["not_among_items"],
                             labels_meta["given"])
         start = time.perf_counter()
-        result = fit_views(marked, views, tables, self, methods)
+        # the sample's fraction: a row count reads no vector (Parquet answers it from its footers)
+        result = fit_views(marked, views, tables, self, methods, dataset.count())
         if result.valid_items == 0:
             raise UsageError("the items have no valid rows to fit on (see the reasons transform gives them)")
         meta = {

@@ -52,6 +52,19 @@ def test_label_stats_from_labels_equal_one_hot_weights_and_survive_the_flat_roun
     np.testing.assert_allclose(halves.sums, hard.sums, atol=1e-12)
 
 
+
+def test_label_stats_from_labels_by_hand_keep_all_none_and_a_bad_label():
+    x = np.array([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]])
+    stats = LabelStats.from_labels(x, np.array([1, 0, 1]), 3, with_scatter=True)
+    assert stats.weight.tolist() == [1.0, 2.0, 0.0]
+    assert stats.sums.tolist() == [[3.0, -1.0], [1.5, 2.5], [0.0, 0.0]]
+    assert stats.sumsq.tolist() == [[9.0, 1.0], [1.25, 4.25], [0.0, 0.0]]
+    assert stats.scatter.tolist() == (x.T @ x).tolist()
+    none = LabelStats.from_labels(x, np.array([1, 0, 1]), 3, np.zeros(3, bool), with_scatter=True)
+    assert not none.weight.any() and not none.scatter.any()
+    with pytest.raises(ValueError, match="labels must lie"):
+        LabelStats.from_labels(x, np.array([1, 3, 1]), 3)
+
 # ---------- GNB ----------
 
 def _gnb_reference(x, labels, n_classes):

@@ -211,6 +211,26 @@ def class_moments(x, labels, n_classes):
 
 
 @numba.njit(cache=_CACHE, nogil=True)
+def class_sums(x, labels, keep, n_classes):
+    """weight (C,), sums (C, D), sumsq (C, D) of the kept rows of x grouped by label, float64,
+    rows in order: one pass, no copy of the rows (LabelStats.from_labels)."""
+    n, dim = x.shape
+    weight = np.zeros(n_classes, dtype=np.float64)
+    sums = np.zeros((n_classes, dim), dtype=np.float64)
+    sumsq = np.zeros((n_classes, dim), dtype=np.float64)
+    for i in range(n):
+        if not keep[i]:
+            continue
+        c = labels[i]
+        weight[c] += 1.0
+        for d in range(dim):
+            v = x[i, d]
+            sums[c, d] += v
+            sumsq[c, d] += v * v
+    return weight, sums, sumsq
+
+
+@numba.njit(cache=_CACHE, nogil=True)
 def _round_robin(x, class_vectors, indptr, dims, bits, coefficients, weights, candidates, cosines, debruijn_index):
     n = x.shape[0]
     n_classes = class_vectors.shape[0]

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -22,7 +24,7 @@ from pyspark.sql import functions as F
 from pairspark.core.methods import Labeller
 from pairspark.core.scorers import LabelStats
 from pairspark.spark.compat import to_arrow
-from pairspark.spark.io import ITEM_ID, VERIFIED, ClassTable, valid_batches, verified_of, view_base, view_checks
+from pairspark.spark.io import ITEM_ID, VERIFIED, ClassTable, by_name, valid_batches, verified_of, view_base, view_checks
 from pairspark.views import View
 
 log = logging.getLogger("pairspark")
@@ -31,8 +33,9 @@ _GROUP = 16
 _PAYLOAD_SCHEMA = "grp int, part int, view string, payload binary"
 _SUM_SCHEMA = "grp int, view string, payload binary"
 
-# items the driver keeps to place cotrain's confidence thresholds (quantile error ~0.5% of rank)
+# items the driver keeps: the margin quantile (rank error ~0.5%), cotrain's rounds, the calibration
 COTRAIN_SAMPLE = 10_000
+_DRAWN = "_pairspark_drawn"
 
 
 def _sum_group(frame: pd.DataFrame) -> pd.DataFrame:
@@ -76,44 +79,62 @@ def stats_pass(valid: DataFrame, views: list[View], tables: dict[str, ClassTable
     return out
 
 
-def cotrain_sample(valid: DataFrame, views, tables, valid_items: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Unit vectors per view of a fixed random subset (about COTRAIN_SAMPLE items) of the valid
-    rows, chosen by a hash of item_id (the same subset whatever the partitioning), plus every
-    verified row; and each row's verified class index (-1 for none). cotrain runs its rounds on it."""
-    fraction = min(1.0, COTRAIN_SAMPLE / max(valid_items, 1))
+@dataclass(frozen=True)
+class Sample:
+    """The driver's sample of the valid items: what cotrain's rounds, the calibration and the
+    margin quantile are computed on."""
+
+    xs: dict[str, np.ndarray]  # unit vectors per view
+    verified: np.ndarray  # verified class index per row (-1 for none)
+    margins: dict[str, np.ndarray]  # base best-minus-second cosine margin per row and view
+    drawn: np.ndarray  # rows chosen by the hash draw (the verified rows are added whatever their hash)
+
+
+def draw_sample(valid: DataFrame, views, tables, rows: int, seed: int) -> Sample:
+    """A fixed random subset (about COTRAIN_SAMPLE items) of the valid rows, chosen by a hash of
+    item_id (the same subset whatever the partitioning), plus every verified row. `rows`: the
+    number of item rows (valid or not) the fraction is taken of; when it is at most COTRAIN_SAMPLE
+    the sample is every valid row."""
+    fraction = min(1.0, COTRAIN_SAMPLE / max(rows, 1))
     bucket = (F.xxhash64(F.lit(int(seed) + 1), F.col(ITEM_ID).cast("string")) % F.lit(1 << 30)).cast("double")
     bucket = F.when(bucket < 0, bucket + float(1 << 30)).otherwise(bucket)
-    chosen = bucket < F.lit(fraction * (1 << 30))
-    if VERIFIED in valid.columns:
-        chosen = chosen | (F.col(VERIFIED) >= 0)
-    chosen = valid.where(chosen) if fraction < 1 else valid
+    drawn = (bucket < F.lit(fraction * (1 << 30))) if fraction < 1 else F.lit(True)
+    chosen = valid.select(*[by_name(c) for c in valid.columns], drawn.alias(_DRAWN))
+    if fraction < 1:
+        keep = F.col(_DRAWN) | (F.col(VERIFIED) >= 0) if VERIFIED in valid.columns else F.col(_DRAWN)
+        chosen = chosen.where(keep)
     checks = view_checks(views, {v.name: tables[v.name].dim for v in views})
     table = to_arrow(chosen)
-    parts = {v.name: [] for v in views}
-    verified = []
+    parts: dict[str, list] = {v.name: [] for v in views}
+    margins: dict[str, list] = {v.name: [] for v in views}
+    verified, flags = [], []
     for batch in valid_batches(table.to_batches(), checks):
         verified.append(verified_of(batch))
+        flags.append(pc.fill_null(batch.column(_DRAWN), False).to_numpy(zero_copy_only=False))
         for view in views:
-            parts[view.name].append(view_base(batch, view.column, tables[view.name])[0])
-    xs = {n: (np.concatenate(p) if p else np.zeros((0, tables[n].dim))) for n, p in parts.items()}
-    return xs, (np.concatenate(verified) if verified else np.zeros(0, np.int64))
+            x_unit, base = view_base(batch, view.column, tables[view.name])
+            parts[view.name].append(x_unit)
+            margins[view.name].append(base.margin)
 
+    def joined(arrays: list, empty: np.ndarray) -> np.ndarray:
+        return np.concatenate(arrays) if arrays else empty
 
+    return Sample({n: joined(p, np.zeros((0, tables[n].dim))) for n, p in parts.items()},
+                  joined(verified, np.zeros(0, np.int64)),
+                  {n: joined(m, np.zeros(0)) for n, m in margins.items()},
+                  joined(flags, np.zeros(0, bool)).astype(bool))
 
 
 class SparkPasses:
     """core/methods.Passes over a DataFrame of items (with transform.with_duplicate_flag's DUPLICATE): one Spark job
-    per pass; invalid rows are skipped in the same Arrow batches."""
+    per pass; invalid rows are skipped in the same Arrow batches. The sample is drawn once, before
+    (draw_sample)."""
 
-    def __init__(self, valid: DataFrame, views: list[View], tables: dict[str, ClassTable], valid_items: int, seed: int):
-        self._valid, self._views, self._tables = valid, views, tables
-        self._valid_items, self._seed = valid_items, seed
-        self._sample: dict[str, np.ndarray] | None = None
+    def __init__(self, valid: DataFrame, views: list[View], tables: dict[str, ClassTable], sample: Sample):
+        self._valid, self._views, self._tables, self._sample = valid, views, tables, sample
 
     def stats(self, labeller: Labeller) -> dict[str, LabelStats]:
         return stats_pass(self._valid, self._views, self._tables, labeller)
 
     def sample(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        if self._sample is None:
-            self._sample = cotrain_sample(self._valid, self._views, self._tables, self._valid_items, self._seed)
-        return self._sample
+        return self._sample.xs, self._sample.verified
