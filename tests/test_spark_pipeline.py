@@ -73,6 +73,28 @@ def test_spark_stats_equal_numpy_stats_for_any_partitioning(spark, catalog, tmp_
     assert all(list(d) == sorted(d) and len(d) >= 8 for d in masks["dims"])
 
 
+def test_moments_riding_on_cotrain_final_pass_equal_their_own_pass(spark, catalog, tmp_path, monkeypatch):
+    """With a sample smaller than the items, cotrain makes one pass over all of them and the
+    confident moments ride on it: the same statistics, to the bit, as a fit whose moments take
+    their own pass (no iterative method)."""
+    from pairspark.spark import passes
+
+    monkeypatch.setattr(passes, "COTRAIN_SAMPLE", 150)
+    (items_path, classes_path), items, _ = catalog
+    models = {}
+    for methods in ("base,pairwise,cotrain", "base,pairwise"):
+        settings = load_settings(None, {"methods": methods, "partitions": 3})
+        models[methods] = pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / methods), settings)
+    riding, alone = models["base,pairwise,cotrain"], models["base,pairwise"]
+    assert riding["method_fits"]["cotrain"]["passes"] == 1
+    assert riding["method_fits"]["cotrain"]["sample_items"] < len(items["item_id"])
+    assert riding["counts"] == alone["counts"] == {"valid_items": len(items["item_id"])}
+    assert [v["min_margin_used"] for v in riding["views"]] == [v["min_margin_used"] for v in alone["views"]]
+    for table in ("stats.parquet", "masks.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "base,pairwise,cotrain" / table),
+                                      pd.read_parquet(tmp_path / "base,pairwise" / table))
+
+
 def test_quantile_margin_keeps_about_the_rest(spark, catalog, tmp_path):
     (items_path, classes_path), items, _ = catalog
     meta = pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), load_settings(None, {"min_margin": "30%"}))

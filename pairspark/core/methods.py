@@ -99,9 +99,9 @@ class FitContext:
 
     views: list[str]
     class_vectors: dict[str, np.ndarray]  # (C, D) unit prompt vectors per view
-    moments: dict[str, ClassMoments]  # confident base subset per view
+    moments: dict[str, ClassMoments]  # confident base subset per view; empty unless Method.needs_moments
     margins: dict[str, float]  # base margin threshold of the confident subset per view
-    valid_items: int
+    valid_items: int  # at least the number of valid items; equal when the sample is every valid item
     confident_share: float  # the share of least confident items a quantile min_margin drops
 
 
@@ -117,6 +117,9 @@ class Method:
     # whether predict returns per-class scores; the methods that only name a winner take base's
     # probabilities for their confidence (core/calibration.py)
     scored: bool = True
+    # whether fit reads FitContext.moments: the others fit first, and the confident moments ride on
+    # their first pass over the items (spark/passes.py)
+    needs_moments: bool = False
 
     @property
     def iterative(self) -> bool:
@@ -395,7 +398,8 @@ REGISTRY: dict[str, Method] = _entry(
     Method("roundrobin", "every pair's match played; most wins, ties by base cosine",
            lambda model, batch: (play_round_robin(batch.x_unit, model.vectors64, model.masks, model.coefficients,
                                                   batch.base.cosines, batch.top, model.pair_weights), None), scored=False),
-    Method("centroid", "prototypes re-estimated from the items each class wins", _fitted("centroid"), fit_centroid),
+    Method("centroid", "prototypes re-estimated from the items each class wins", _fitted("centroid"), fit_centroid,
+           needs_moments=True),
     Method("gnb", "Gaussian naive Bayes on the confident subset", lambda model, batch: _scored(model.gnb, batch)),
     Method("transductive", "TransCLIP-style Gaussian EM with the prompt prior", _fitted("transductive"),
            fit_transductive),

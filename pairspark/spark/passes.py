@@ -1,10 +1,16 @@
-"""Passes over the items for the iterative methods' fit loops (core/methods.py's `Passes`).
+"""Passes over the items: the confident class moments and the iterative methods' fit loops
+(core/methods.py's `Passes`), and the driver's sample.
 
 A pass labels each Arrow batch with the previous iteration's scorers (small, shipped in the
 closure), folds the batch into LabelStats per view, and emits one flat float64 payload per
 partition. Payloads are summed in partition order inside groups of _GROUP partitions, then the
 groups in order: a fixed summation order for a given partitioning, and the driver never holds
 more than (partitions / _GROUP) payloads (the cotrain scatter matrix is D x D per view).
+
+The confident moments (METHOD.md steps 1-3) are partial ClassMoments per partition and class,
+merged per (view, class) in partition order (Chan's update is not associative, so there is one
+order). They ride on the first stats pass when there is one (SparkPasses.moments): one read of the
+vectors serves both, and the moments are the same numbers as from a pass of their own.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pairspark.core.cosine import confident
 from pairspark.core.methods import Labeller
 from pairspark.core.scorers import LabelStats
+from pairspark.core.stats import ClassMoments, merge_all
 from pairspark.spark.compat import to_arrow
 from pairspark.spark.io import ITEM_ID, VERIFIED, ClassTable, by_name, valid_batches, verified_of, view_base, view_checks
 from pairspark.views import View
@@ -30,53 +38,117 @@ from pairspark.views import View
 log = logging.getLogger("pairspark")
 
 _GROUP = 16
-_PAYLOAD_SCHEMA = "grp int, part int, view string, payload binary"
-_SUM_SCHEMA = "grp int, view string, payload binary"
+# one row per partition: kind "s" (grp, view, payload: a LabelStats flat), or kind "m" (view,
+# class_index, count, payload: the class's mean then m2); class_index _ROWS_SEEN counts the valid
+# rows a partition saw (its mean and m2 are zeros, so it merges like any class)
+_PARTIAL_SCHEMA = "kind string, grp int, part int, view string, class_index int, count bigint, payload binary"
+_MERGED_SCHEMA = "kind string, grp int, view string, class_index int, count bigint, payload binary"
+_ROWS_SEEN = -1
+
+
+@dataclass(frozen=True)
+class Confident:
+    """What makes an item confident in a view (core/cosine.confident): the moments' subset."""
+
+    min_cosine: float
+    margins: dict[str, float]
+
 
 # items the driver keeps: the margin quantile (rank error ~0.5%), cotrain's rounds, the calibration
 COTRAIN_SAMPLE = 10_000
 _DRAWN = "_pairspark_drawn"
 
 
-def _sum_group(frame: pd.DataFrame) -> pd.DataFrame:
+def _merge(frame: pd.DataFrame) -> pd.DataFrame:
+    """One group's partials in partition order: LabelStats summed, ClassMoments merged."""
     frame = frame.sort_values("part", kind="stable")
-    total = None
-    for payload in frame["payload"]:
-        values = np.frombuffer(payload, dtype=np.float64)
-        total = values.copy() if total is None else total + values
-    return pd.DataFrame({"grp": [int(frame["grp"].iloc[0])], "view": [frame["view"].iloc[0]], "payload": [total.tobytes()]})
+    first = frame.iloc[0]
+    if first["kind"] == "s":
+        total = None
+        for payload in frame["payload"]:
+            values = np.frombuffer(payload, dtype=np.float64)
+            total = values.copy() if total is None else total + values
+        count = 0
+    else:
+        parts = []
+        for c, payload in zip(frame["count"], frame["payload"]):
+            mean, m2 = np.frombuffer(payload, dtype=np.float64).reshape(2, 1, -1)
+            parts.append(ClassMoments(np.array([c], dtype=np.int64), mean, m2))
+        merged = merge_all(parts)
+        total, count = np.concatenate([merged.mean[0], merged.m2[0]]), int(merged.count[0])
+    return pd.DataFrame({"kind": [first["kind"]], "grp": [int(first["grp"])], "view": [first["view"]],
+                         "class_index": [int(first["class_index"])], "count": [count], "payload": [total.tobytes()]})
 
 
-def stats_pass(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], labeller: Labeller) -> dict[str, LabelStats]:
-    """One pass: the sum over all valid items of labeller's LabelStats, per view."""
+def run_pass(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], labeller: Labeller | None,
+             confident_rule: Confident | None) -> tuple[dict[str, LabelStats] | None, tuple[dict[str, ClassMoments], int] | None]:
+    """One read of the valid items: the sum of labeller's LabelStats per view (None without a
+    labeller) and, with a confident rule, the confident moments per view (plus every verified item,
+    in its verified class) and the number of valid items (None without)."""
     checks = view_checks(views, {v.name: tables[v.name].dim for v in views})
-    shapes = {v.name: (len(tables[v.name].class_ids), tables[v.name].dim) for v in views}
+    n_classes = {v.name: len(tables[v.name].class_ids) for v in views}
 
     def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         part = TaskContext.get().partitionId()
-        acc: dict[str, LabelStats] = {}
+        stats: dict[str, LabelStats] = {}
+        moments = {v.name: ClassMoments.empty(n_classes[v.name], tables[v.name].dim) for v in views}
+        rows_seen = 0
         for batch in valid_batches(batches, checks):
+            rows_seen += batch.num_rows
+            verified = verified_of(batch)
             xs, cosines = {}, {}
             for view in views:
-                xs[view.name], base = view_base(batch, view.column, tables[view.name])
-                cosines[view.name] = base.cosines
-            for name, stats in labeller(xs, cosines, verified_of(batch)).items():
-                acc[name] = stats if name not in acc else acc[name] + stats
-        if acc:
-            names = sorted(acc)
+                x_unit, base = view_base(batch, view.column, tables[view.name])
+                xs[view.name], cosines[view.name] = x_unit, base.cosines
+                if confident_rule is not None:
+                    # a verified item counts for its verified class, confident or not
+                    keep = confident(base, confident_rule.min_cosine, confident_rule.margins[view.name]) | (verified >= 0)
+                    labels = np.where(verified >= 0, verified, base.best)
+                    moments[view.name] = moments[view.name].merge(
+                        ClassMoments.from_batch(x_unit[keep], labels[keep], n_classes[view.name]))
+            if labeller is not None:
+                for name, new in labeller(xs, cosines, verified).items():
+                    stats[name] = new if name not in stats else stats[name] + new
+        kinds, groups, names, classes, counts, payloads = [], [], [], [], [], []
+        for name in sorted(stats):
+            kinds.append("s"); groups.append(part // _GROUP); names.append(name); classes.append(0); counts.append(0)
+            payloads.append(stats[name].to_flat().tobytes())
+        if confident_rule is not None:
+            for view in views:
+                m = moments[view.name]
+                for c in np.flatnonzero(m.count > 0):
+                    kinds.append("m"); groups.append(0); names.append(view.name); classes.append(int(c))
+                    counts.append(int(m.count[c])); payloads.append(np.concatenate([m.mean[c], m.m2[c]]).tobytes())
+            kinds.append("m"); groups.append(0); names.append(views[0].name); classes.append(_ROWS_SEEN)
+            counts.append(rows_seen); payloads.append(np.zeros(2 * tables[views[0].name].dim).tobytes())
+        if kinds:
             yield pa.RecordBatch.from_arrays(
-                [pa.array([part // _GROUP] * len(names), pa.int32()), pa.array([part] * len(names), pa.int32()),
-                 pa.array(names, pa.string()), pa.array([acc[n].to_flat().tobytes() for n in names], pa.binary())],
-                ["grp", "part", "view", "payload"],
-            )
+                [pa.array(kinds, pa.string()), pa.array(groups, pa.int32()), pa.array([part] * len(kinds), pa.int32()),
+                 pa.array(names, pa.string()), pa.array(classes, pa.int32()), pa.array(counts, pa.int64()),
+                 pa.array(payloads, pa.binary())],
+                ["kind", "grp", "part", "view", "class_index", "count", "payload"])
 
-    rows = valid.mapInArrow(partial, _PAYLOAD_SCHEMA).groupBy("grp", "view").applyInPandas(_sum_group, _SUM_SCHEMA).collect()
-    out: dict[str, LabelStats] = {}
-    for row in sorted(rows, key=lambda r: (r["view"], r["grp"])):
-        c, d = shapes[row["view"]]
-        stats = LabelStats.from_flat(np.frombuffer(row["payload"], dtype=np.float64), c, d)
-        out[row["view"]] = stats if row["view"] not in out else out[row["view"]] + stats
-    return out
+    rows = (valid.mapInArrow(partial, _PARTIAL_SCHEMA).groupBy("kind", "grp", "view", "class_index")
+            .applyInPandas(_merge, _MERGED_SCHEMA).collect())
+    stats_out: dict[str, LabelStats] | None = None
+    if labeller is not None:
+        stats_out = {}
+        for row in sorted((r for r in rows if r["kind"] == "s"), key=lambda r: (r["view"], r["grp"])):
+            c, d = n_classes[row["view"]], tables[row["view"]].dim
+            new = LabelStats.from_flat(np.frombuffer(row["payload"], dtype=np.float64), c, d)
+            stats_out[row["view"]] = new if row["view"] not in stats_out else stats_out[row["view"]] + new
+    if confident_rule is None:
+        return stats_out, None
+    out = {v.name: ClassMoments.empty(n_classes[v.name], tables[v.name].dim) for v in views}
+    valid_items = 0
+    for row in (r for r in rows if r["kind"] == "m"):
+        if row["class_index"] == _ROWS_SEEN:
+            valid_items += int(row["count"])
+            continue
+        moments, c = out[row["view"]], row["class_index"]
+        mean, m2 = np.frombuffer(row["payload"], dtype=np.float64).reshape(2, -1)
+        moments.count[c], moments.mean[c], moments.m2[c] = row["count"], mean, m2
+    return stats_out, (out, valid_items)
 
 
 @dataclass(frozen=True)
@@ -88,6 +160,7 @@ class Sample:
     verified: np.ndarray  # verified class index per row (-1 for none)
     margins: dict[str, np.ndarray]  # base best-minus-second cosine margin per row and view
     drawn: np.ndarray  # rows chosen by the hash draw (the verified rows are added whatever their hash)
+    complete: bool  # every valid row (there were at most COTRAIN_SAMPLE rows)
 
 
 def draw_sample(valid: DataFrame, views, tables, rows: int, seed: int) -> Sample:
@@ -122,19 +195,34 @@ def draw_sample(valid: DataFrame, views, tables, rows: int, seed: int) -> Sample
     return Sample({n: joined(p, np.zeros((0, tables[n].dim))) for n, p in parts.items()},
                   joined(verified, np.zeros(0, np.int64)),
                   {n: joined(m, np.zeros(0)) for n, m in margins.items()},
-                  joined(flags, np.zeros(0, bool)).astype(bool))
+                  joined(flags, np.zeros(0, bool)).astype(bool), fraction >= 1)
 
 
 class SparkPasses:
     """core/methods.Passes over a DataFrame of items (with transform.with_duplicate_flag's DUPLICATE): one Spark job
     per pass; invalid rows are skipped in the same Arrow batches. The sample is drawn once, before
-    (draw_sample)."""
+    (draw_sample); the confident moments ride on the first stats pass (or take a pass of their own
+    when `moments` is asked first)."""
 
-    def __init__(self, valid: DataFrame, views: list[View], tables: dict[str, ClassTable], sample: Sample):
+    def __init__(self, valid: DataFrame, views: list[View], tables: dict[str, ClassTable], sample: Sample,
+                 confident_rule: Confident):
         self._valid, self._views, self._tables, self._sample = valid, views, tables, sample
+        self._confident = confident_rule
+        self._moments: tuple[dict[str, ClassMoments], int] | None = None
 
     def stats(self, labeller: Labeller) -> dict[str, LabelStats]:
-        return stats_pass(self._valid, self._views, self._tables, labeller)
+        stats, moments = run_pass(self._valid, self._views, self._tables, labeller,
+                                  self._confident if self._moments is None else None)
+        self._moments = self._moments or moments
+        assert stats is not None
+        return stats
+
+    def moments(self) -> tuple[dict[str, ClassMoments], int]:
+        """The confident moments per view and the number of valid items."""
+        if self._moments is None:
+            self._moments = run_pass(self._valid, self._views, self._tables, None, self._confident)[1]
+        assert self._moments is not None
+        return self._moments
 
     def sample(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         return self._sample.xs, self._sample.verified
