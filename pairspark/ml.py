@@ -50,7 +50,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
     def __init__(self, *, classesPath: str | None = None, classesFormat: str | None = None, views: str | None = None,
                  labelsPath: str | None = None, methods: str | None = None, ratioThreshold: float | None = None, minDims: int | None = None,
                  maxDims: int | None = None, minClassCount: int | None = None, minCosine: float | None = None,
-                 minMargin: str | None = None, seed: int | None = None, candidates: int | None = None,
+                 minMargin: str | None = None, seed: int | None = None, candidates: int | str | None = None,
                  topK: int | None = None):
         super().__init__()
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
@@ -59,7 +59,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
     def setParams(self, *, classesPath: str | None = None, classesFormat: str | None = None, views: str | None = None,
                   labelsPath: str | None = None, methods: str | None = None, ratioThreshold: float | None = None, minDims: int | None = None,
                   maxDims: int | None = None, minClassCount: int | None = None, minCosine: float | None = None,
-                  minMargin: str | None = None, seed: int | None = None, candidates: int | None = None,
+                  minMargin: str | None = None, seed: int | None = None, candidates: int | str | None = None,
                   topK: int | None = None) -> PairwiseTournamentClassifier:
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
@@ -99,7 +99,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
     def setSeed(self, value: int) -> PairwiseTournamentClassifier:
         return self._set(seed=value)
 
-    def setCandidates(self, value: int) -> PairwiseTournamentClassifier:
+    def setCandidates(self, value: int | str) -> PairwiseTournamentClassifier:
         return self._set(candidates=value)
 
     def setTopK(self, value: int) -> PairwiseTournamentClassifier:
@@ -175,7 +175,7 @@ class PairwiseTournamentModel(Model, HasPairsparkParams, MLReadable, MLWritable)
     def setSeed(self, value: int) -> PairwiseTournamentModel:
         return self._set(seed=value)
 
-    def setCandidates(self, value: int) -> PairwiseTournamentModel:
+    def setCandidates(self, value: int | str) -> PairwiseTournamentModel:
         return self._set(candidates=value)
 
     def setTopK(self, value: int) -> PairwiseTournamentModel:

@@ -78,10 +78,15 @@ def _int_at_least(low: int):
     return convert
 
 
-def _candidates(value: Any) -> int:
-    number = _int_at_least(0)(value)
+def _candidates(value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    try:
+        number = _int_at_least(0)(value)
+    except TypeError:
+        raise TypeError(f"must be auto, 0 (every class) or an integer >= 2, got {value!r}") from None
     if number == 1:
-        raise TypeError("must be 0 (every class) or >= 2")
+        raise TypeError("must be auto, 0 (every class) or >= 2")
     return number
 
 
@@ -169,7 +174,8 @@ class HasPairsparkParams(Params):
         typeConverter=_int_at_least(-(2**63)))
     candidates = Param(
         Params._dummy(), "candidates",
-        "the pairwise bracket holds each item's top-K classes by base cosine (0: every class, the faithful method)",
+        "the pairwise bracket holds each item's top-K classes by base cosine (0: every class, the faithful "
+        "method; auto: every class up to 64 classes, else the top 16)",
         typeConverter=_candidates)
     topK = Param(
         Params._dummy(), "topK",
@@ -180,7 +186,7 @@ class HasPairsparkParams(Params):
     def __init__(self, *args: Any):
         super().__init__(*args)
         self._setDefault(classesFormat="parquet", methods="auto", ratioThreshold=1.2, minDims=8, maxDims=0, minClassCount=2, minCosine=-1.0,
-                         minMargin="30%", seed=0, candidates=0, topK=3)
+                         minMargin="30%", seed=0, candidates="auto", topK=3)
 
     def getClassesPath(self) -> str:
         return self.getOrDefault(self.classesPath)
@@ -222,7 +228,7 @@ class HasPairsparkParams(Params):
     def getSeed(self) -> int:
         return self.getOrDefault(self.seed)
 
-    def getCandidates(self) -> int:
+    def getCandidates(self) -> int | str:
         return self.getOrDefault(self.candidates)
 
     def getTopK(self) -> int:

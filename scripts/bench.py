@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from pairspark import pipeline
 from pairspark.config import View, load_settings
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
-from pairspark.core.tournament import splitmix64
+from pairspark.core.tournament import resolve_candidates, splitmix64
 from pairspark.core.validate import row_reasons
 from pairspark.spark.io import batch_matrix, class_names
 from pairspark.spark.model_io import load_model
@@ -142,7 +142,7 @@ def scan_floor(spark, items_path: str, dim: int) -> int:
     return int(frame.mapInArrow(to_numpy, "rows long").groupBy().sum("rows").collect()[0][0])
 
 
-def kernel_profile(items_path: str, model_dir_views, candidates: int, batch_rows: int = 10_000) -> dict:
+def kernel_profile(items_path: str, model_dir_views, candidates: int | str, batch_rows: int = 10_000) -> dict:
     """Per view, ms per `batch_rows` items for each step of classify_batches, in this process."""
     from pairspark.core.tournament import play_tournament
 
@@ -171,7 +171,8 @@ def kernel_profile(items_path: str, model_dir_views, candidates: int, batch_rows
         base = timed("base_cosine_argmax", lambda: base_assign(unit, model.vectors64))
         weights = model.pair_weights  # built once per worker, as in classify
         play_tournament(unit[:2], model.vectors64, model.masks, model.coefficients, keys[:2], None, weights)  # compile
-        top = top_candidates(base.cosines, candidates) if 0 < candidates < model.n_classes else None
+        k = resolve_candidates(candidates, model.n_classes)
+        top = top_candidates(base.cosines, k) if 0 < k < model.n_classes else None
         timed("pairwise_tournament", lambda: play_tournament(unit, model.vectors64, model.masks, model.coefficients, keys, top,
                                                              weights))
         timed("class_names_out", lambda: class_names(model.class_ids, base.best))
@@ -310,7 +311,8 @@ def main(argv=None) -> int:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--work", default="/tmp/pairspark-bench", help="catalogs (kept) and job outputs")
     parser.add_argument("--min-margin", default=None, help="fit setting (default: conf/default.toml)")
-    parser.add_argument("--candidates", type=int, default=0, help="classify setting (0: every class in each bracket)")
+    parser.add_argument("--candidates", default="auto",
+                        help="classify setting (auto, the default; 0: every class in each bracket; K: each item's top K)")
     parser.add_argument("--out", default="bench.json", help="JSON results file")
     parser.add_argument("--repeats", type=int, default=3, help="times each stage runs; the median is reported")
     parser.add_argument("--stages", default=",".join(STAGES),

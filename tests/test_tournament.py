@@ -4,6 +4,8 @@ import pytest
 from pairspark.core.cosine import top_candidates
 from pairspark.core.masks import PairMasks, class_pairs
 from pairspark.core.tournament import (
+    AUTO_CANDIDATES,
+    resolve_candidates,
     pair_coefficients,
     pair_index,
     pair_weights,
@@ -253,3 +255,26 @@ def test_a_view_ships_without_its_stored_weights_and_rebuilds_them_where_it_clas
     shipped = pickle.loads(pickle.dumps(view))
     assert shipped._weights is None and not shipped._weights_built
     np.testing.assert_array_equal(shipped.pair_weights, built)
+
+
+def test_auto_candidates_is_the_full_bracket_up_to_64_classes_then_the_top_16():
+    assert resolve_candidates("auto", 4) == 0
+    assert resolve_candidates("auto", 64) == 0
+    assert resolve_candidates("auto", 65) == AUTO_CANDIDATES == 16
+    assert resolve_candidates(8, 1000) == 8
+    assert resolve_candidates(0, 1000) == 0
+
+
+@pytest.mark.parametrize("n_classes, want", [(64, None), (70, 16)])
+def test_a_view_model_brackets_auto_as_resolved(monkeypatch, n_classes, want):
+    from pairspark.core import model
+    from tests.synthetic import tiny_view_model
+
+    asked = []
+    real = model.top_candidates
+    monkeypatch.setattr(model, "top_candidates", lambda cosines, k: asked.append(k) or real(cosines, k))
+    view = tiny_view_model("v", "c", 72, n_classes)
+    x = np.random.default_rng(0).normal(size=(5, 72))
+    view.classify(x, np.arange(5, dtype=np.uint64), ("base", "pairwise"), "auto")
+    assert asked == ([] if want is None else [want])
+

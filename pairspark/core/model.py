@@ -12,7 +12,7 @@ from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_mask
 from pairspark.core.methods import PRIMARY_ORDER, REGISTRY, Batch, calibration_targets
 from pairspark.core.scorers import Scorer, gnb_scorer, margin_threshold, ovr_masks, top_margin
 from pairspark.core.stats import ClassMoments
-from pairspark.core.tournament import pair_coefficients, pair_weights
+from pairspark.core.tournament import pair_coefficients, pair_weights, resolve_candidates
 
 @dataclass
 class ViewModel:
@@ -108,7 +108,7 @@ class ViewModel:
         """(n, C) calibrated probabilities from a method's per-class scores."""
         return probabilities(scores, self.calibration.get(method, 1.0))
 
-    def classify(self, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...], candidates: int = 0,
+    def classify(self, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...], candidates: int | str = 0,
                  margin_of: str | None = None, k: int = 3) -> dict[str, np.ndarray]:
         """Class indices per method for a batch x (n, D) of raw vectors, plus `base_cosine`,
         `margin`: how sure `margin_of` (default: the last method) is of its answer, its own top-2
@@ -118,7 +118,7 @@ class ViewModel:
         the probability of its answer, and `top` / `top_p`, its k most probable classes.
 
         candidates > 0: the pairwise bracket (and the round robin) holds only each item's top
-        `candidates` base classes.
+        `candidates` base classes; "auto": core/tournament.resolve_candidates.
 
         float64 on purpose: BLAS float32 results for one row change in the last bits with the
         batch it is computed in (measured: thousands of differing entries), so answers and cosines
@@ -127,7 +127,8 @@ class ViewModel:
         """
         x_unit = unit_rows64(x)
         base = base_assign(x_unit, self.vectors64)
-        top = top_candidates(base.cosines, candidates) if 0 < candidates < self.n_classes else None
+        bracket = resolve_candidates(candidates, self.n_classes)
+        top = top_candidates(base.cosines, bracket) if 0 < bracket < self.n_classes else None
         batch = Batch(x_unit, base, item_keys, top)
         out: dict[str, np.ndarray] = {"base_cosine": base.best_cosine.astype(np.float32), "margin": base.margin}
         margin_of = margin_of or methods[-1]

@@ -62,7 +62,7 @@ class ArrowScan:
     splits: tuple[tuple[int, int, int], ...]
     items: DataFrame  # spark.read.parquet of the same path: schema, duplicates, quarantine rows
 
-    def classified(self, views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int, top_k: int,
+    def classified(self, views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
                    id_column: str, label: tuple[str, str] | None, batch_rows: int) -> DataFrame:
         """Lazily: per item row, `id_column` (item_id as a string), the label as a string (label:
         (items column, output name)), answer_fields, FILE and ROW; every check of core/validate.py

@@ -80,7 +80,7 @@ def with_duplicate_flag(items: DataFrame) -> DataFrame:
 BatchAnswers = Callable[[pa.Array, np.ndarray, "pa.Array | None", list[pa.Array]], pa.StructArray]
 
 
-def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: int, top_k: int = 3) -> BatchAnswers:
+def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: int | str, top_k: int = 3) -> BatchAnswers:
     """The per-batch function behind every classify path (this module's UDF, spark/arrow_scan.py):
     f(ids, keys, duplicate, vectors) -> StructArray of answer_fields. `ids`: the item ids (any
     type; only their nulls are read), `keys`: uint64 bracket keys, `duplicate`: bool array or None,
@@ -122,7 +122,7 @@ def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: 
     return classify
 
 
-def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int, top_k: int,
+def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
                    vectors: list[Column] | None = None) -> Column:
     """The struct of answer_fields for each row of a frame holding ITEM_ID, DUPLICATE and the views'
     vectors (`vectors`: one array<float|double> expression per view; default: the views' columns)."""
@@ -137,7 +137,7 @@ def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, 
     return udf(F.col(ITEM_ID).cast("string"), bracket_key(seed), F.col(DUPLICATE), *vectors)
 
 
-def transform_items(items: DataFrame, views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int,
+def transform_items(items: DataFrame, views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str,
                     top_k: int = 3) -> DataFrame:
     """The items, every column kept, plus answer_fields. Lazy: no Spark job runs here."""
     missing = [c for c in [ITEM_ID, *dict.fromkeys(v.column for v in views)] if c not in items.columns]
