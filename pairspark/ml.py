@@ -128,7 +128,8 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
                 log.warning("labels: %d of %d labelled item_ids are not among the items", labels_meta["not_among_items"],
                             labels_meta["given"])
         start = time.perf_counter()
-        # the sample's fraction: a row count reads no vector (Parquet answers it from its footers)
+        # the sample's fraction: a row count reads no vector (a plain Parquet scan answers it from
+        # its footers; a derived DataFrame pays one job without the vector columns)
         result = fit_views(marked, views, tables, self, methods, dataset.count())
         if result.valid_items == 0:
             raise UsageError("the items have no valid rows to fit on (see the reasons transform gives them)")

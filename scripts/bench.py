@@ -393,7 +393,7 @@ def main(argv=None) -> int:
 
     views, metadata = load_model(spark, str(runs / "model"))
     meta = metadata["pairspark"]
-    profile = kernel_profile(items_path, views, args.candidates)
+    profile = kernel_profile(items_path, views, settings.candidates)
     spark.stop()
 
     n = args.items
@@ -403,7 +403,7 @@ def main(argv=None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "master": args.master},
         "params": {"repeats": args.repeats, "items": n, "dim": args.dim, "classes": args.classes, "views": len(VIEWS), "seed": args.seed,
-                   "candidates": args.candidates, "driver_memory": args.driver_memory,
+                   "candidates": settings.candidates, "driver_memory": args.driver_memory,
                    "min_margin": meta["settings"]["min_margin"], "items_parquet_mb": round(size_mb, 1),
                    "generate_s": round(generate_s, 1)},
         "seconds": seconds,

@@ -103,3 +103,18 @@ def test_one_view_fits_each_temperature_on_a_second_opinion_never_its_own_answer
     keep = top_margin(gnb) >= margin_threshold(top_margin(gnb), 0.3)
     assert view.calibration["base"] == pytest.approx(fit_temperature(cos[keep], gnb.argmax(axis=1)[keep]), rel=1e-6)
     assert 1e-3 < view.calibration["base"] < 1.0  # not the degenerate T -> 0 of fitting base on its own answers
+
+
+@pytest.mark.parametrize("calibration, own", [({"base": 0.05, "ovr": 0.02}, True), ({"base": 0.05}, False)])
+def test_a_scored_method_uses_its_own_temperature_or_base_when_it_has_none(calibration, own):
+    from pairspark.core.scorers import ovr_scores
+    from tests.synthetic import tiny_view_model
+
+    view = tiny_view_model("v", "c", 6, 3)
+    view.calibration = dict(calibration)
+    x = unit_rows64(np.random.default_rng(1).normal(size=(4, 6)))
+    out = view.classify(x, np.arange(4, dtype=np.uint64), ("base", "ovr"), margin_of="ovr")
+    rows = np.arange(4)
+    want = (probabilities(ovr_scores(x, view.vectors64, view.ovr_keep), 0.02) if own
+            else probabilities(x @ view.vectors64.T, 0.05))[rows, out["ovr"]]
+    np.testing.assert_allclose(out["confidence"], want, rtol=1e-12)

@@ -95,6 +95,50 @@ def test_moments_riding_on_cotrain_final_pass_equal_their_own_pass(spark, catalo
                                       pd.read_parquet(tmp_path / "base,pairwise" / table))
 
 
+def _with_null_rows(items_path: str, folder, count: int) -> str:
+    """The items plus `count` rows whose image vector is null (invalid; the catalog is 16-d), in one
+    new file."""
+    good = pq.read_table(items_path)
+    values = {"item_id": [f"bad-{i}" for i in range(count)], "image_embedding": [None] * count,
+              "text_embedding": [[0.1] * 16] * count}
+    bad = pa.table({name: pa.array(values.get(name, [None] * count), good.schema.field(name).type)
+                    for name in good.column_names})
+    folder.mkdir()
+    pq.write_table(pa.concat_tables([good, bad.cast(good.schema)]), folder / "items.parquet")
+    return str(folder / "items.parquet")
+
+
+def test_mostly_invalid_rows_still_give_a_sample_of_every_valid_item(spark, catalog, tmp_path, monkeypatch):
+    """1,800 rows of which 600 valid, COTRAIN_SAMPLE 700: the first draw (700 / 1,800 of the rows)
+    holds about 230 valid items, so the sample is drawn again, and is every valid item."""
+    from pairspark.spark import passes
+
+    monkeypatch.setattr(passes, "COTRAIN_SAMPLE", 700)
+    (_, classes_path), items, _ = catalog
+    items_path = _with_null_rows(catalog[0][0], tmp_path / "items", 1200)
+    meta = pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), load_settings(None, {}))
+    assert meta["counts"]["valid_items"] == len(items["item_id"])
+    assert meta["method_fits"]["cotrain"]["sample_items"] == len(items["item_id"])
+    assert meta["method_fits"]["cotrain"]["passes"] == 0  # the sample is every valid item
+
+
+def test_no_valid_row_among_more_rows_than_the_sample_is_a_usage_error(spark, catalog, tmp_path, monkeypatch):
+    from pairspark.spark import passes
+
+    monkeypatch.setattr(passes, "COTRAIN_SAMPLE", 5)
+    (_, classes_path), _, _ = catalog
+    good = pq.read_table(catalog[0][0]).slice(0, 0)
+    folder = tmp_path / "none"
+    items_path = _with_null_rows(_write(good, tmp_path / "empty.parquet"), folder, 40)
+    with pytest.raises(UsageError, match="no valid rows"):
+        pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), load_settings(None, {}))
+
+
+def _write(table: pa.Table, path) -> str:
+    pq.write_table(table, path)
+    return str(path)
+
+
 def test_quantile_margin_keeps_about_the_rest(spark, catalog, tmp_path):
     (items_path, classes_path), items, _ = catalog
     meta = pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "m"), load_settings(None, {"min_margin": "30%"}))

@@ -138,7 +138,10 @@ class ViewModel:
             if method == margin_of:
                 if scores is not None and method != "base":
                     out["margin"] = top_margin(scores)
-                probs = self.probabilities(method, scores) if scores is not None else self.probabilities("base", base.cosines)
+                # a method that only names a winner, or was not calibrated at fit (ovr, gnb asked only
+                # at classify; a model from before the method had scores), carries base's
+                calibrated = scores is not None and (method == "base" or method in self.calibration)
+                probs = self.probabilities(method, scores) if calibrated else self.probabilities("base", base.cosines)
                 out["confidence"] = probs[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
                 out["top"], out["top_p"] = top_k(probs, k)
         return out

@@ -85,6 +85,8 @@ class LabelStats:
         x = np.ascontiguousarray(x, np.float64)
         labels = np.asarray(labels, np.int64)
         keep = np.ones(len(labels), bool) if keep is None else np.asarray(keep, bool)
+        if x.ndim != 2 or labels.shape != (len(x),) or keep.shape != labels.shape:
+            raise ValueError(f"x must be (n, d), labels and keep (n,), got {x.shape}, {labels.shape}, {keep.shape}")
         out = cls.empty(n_classes, x.shape[1], with_scatter)
         if not keep.any():
             return out
@@ -278,9 +280,10 @@ def ovr_masks(moments: ClassMoments, settings: MaskSettings) -> np.ndarray:
 
 
 def ovr_scores(x_unit: np.ndarray, class_vectors: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """(n, C) cos(x|mask_c, t_c|mask_c): each class scored on its own one-vs-rest dims. A class the
-    item or the prompt has no weight on scores -inf; a row with no finite score scores 0 everywhere
-    (no evidence: uniform probabilities, answer class 0)."""
+    """(n, C) cos(x|mask_c, t_c|mask_c): each class scored on its own one-vs-rest dims. A class
+    that keeps no dim, or on whose dims the item is zero, scores -inf (a prompt that is zero there
+    scores 0); a row with no finite score scores 0 everywhere (no evidence: uniform probabilities,
+    answer class 0)."""
     if len(x_unit) == 0:
         return np.zeros((0, len(class_vectors)))
     k = keep.astype(np.float64)
@@ -289,7 +292,7 @@ def ovr_scores(x_unit: np.ndarray, class_vectors: np.ndarray, keep: np.ndarray) 
     x_norm = np.sqrt((x_unit * x_unit) @ k.T)
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = (x_unit @ t.T) / (x_norm * np.where(t_norm > 0, t_norm, np.inf))
-    cos = np.nan_to_num(cos, nan=-np.inf, posinf=-np.inf)
+    cos = np.nan_to_num(cos, nan=-np.inf, posinf=-np.inf, neginf=-np.inf)
     cos[~np.isfinite(cos).any(axis=1)] = 0.0
     return cos
 

@@ -80,7 +80,7 @@ def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable]
     # the sample holds every valid item when the rows are at most COTRAIN_SAMPLE)
     bound = len(sample.verified) if sample.complete else rows
     first = [m for m in loops if not REGISTRY[m].needs_moments]
-    if len(sample.verified) or not sample.complete:  # else there is no valid item
+    if len(sample.verified):  # an empty sample is a complete one (draw_sample): no valid item
         for method in first:
             _fit_method(method, passes, FitContext(names, vectors, {}, margins, bound, share), method_fits, scorers)
     moments, valid_items = passes.moments()

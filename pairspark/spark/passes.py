@@ -166,9 +166,20 @@ class Sample:
 def draw_sample(valid: DataFrame, views, tables, rows: int, seed: int) -> Sample:
     """A fixed random subset (about COTRAIN_SAMPLE items) of the valid rows, chosen by a hash of
     item_id (the same subset whatever the partitioning), plus every verified row. `rows`: the
-    number of item rows (valid or not) the fraction is taken of; when it is at most COTRAIN_SAMPLE
-    the sample is every valid row."""
+    number of item rows (valid or not); when it is at most COTRAIN_SAMPLE the sample is every valid
+    row. When most rows are invalid, so that the draw holds fewer than half of COTRAIN_SAMPLE valid
+    rows, the draw is made again (one more read) at the fraction their count implies: a larger
+    subset that contains the first, or every valid row when none was drawn."""
     fraction = min(1.0, COTRAIN_SAMPLE / max(rows, 1))
+    sample = _draw(valid, views, tables, fraction, seed)
+    drawn = int(sample.drawn.sum())
+    if fraction < 1 and drawn < COTRAIN_SAMPLE // 2:
+        log.info("sample: %d valid items drawn of %d rows; drawing again", drawn, rows)
+        sample = _draw(valid, views, tables, min(1.0, COTRAIN_SAMPLE * fraction / drawn) if drawn else 1.0, seed)
+    return sample
+
+
+def _draw(valid: DataFrame, views, tables, fraction: float, seed: int) -> Sample:
     bucket = (F.xxhash64(F.lit(int(seed) + 1), F.col(ITEM_ID).cast("string")) % F.lit(1 << 30)).cast("double")
     bucket = F.when(bucket < 0, bucket + float(1 << 30)).otherwise(bucket)
     drawn = (bucket < F.lit(fraction * (1 << 30))) if fraction < 1 else F.lit(True)
