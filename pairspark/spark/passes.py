@@ -109,21 +109,19 @@ def run_pass(valid: DataFrame, views: list[View], tables: dict[str, ClassTable],
             if labeller is not None:
                 for name, new in labeller(xs, cosines, verified).items():
                     stats[name] = new if name not in stats else stats[name] + new
-        kinds, groups, names, classes, counts, payloads = [], [], [], [], [], []
+        out = []  # (kind, grp, view, class_index, count, payload), as _PARTIAL_SCHEMA without part
         for name in sorted(stats):
-            kinds.append("s"); groups.append(part // _GROUP); names.append(name); classes.append(0); counts.append(0)
-            payloads.append(stats[name].to_flat().tobytes())
+            out.append(("s", part // _GROUP, name, 0, 0, stats[name].to_flat().tobytes()))
         if confident_rule is not None:
             for view in views:
                 m = moments[view.name]
-                for c in np.flatnonzero(m.count > 0):
-                    kinds.append("m"); groups.append(0); names.append(view.name); classes.append(int(c))
-                    counts.append(int(m.count[c])); payloads.append(np.concatenate([m.mean[c], m.m2[c]]).tobytes())
-            kinds.append("m"); groups.append(0); names.append(views[0].name); classes.append(_ROWS_SEEN)
-            counts.append(rows_seen); payloads.append(np.zeros(2 * tables[views[0].name].dim).tobytes())
-        if kinds:
+                out += [("m", 0, view.name, int(c), int(m.count[c]), np.concatenate([m.mean[c], m.m2[c]]).tobytes())
+                        for c in np.flatnonzero(m.count > 0)]
+            out.append(("m", 0, views[0].name, _ROWS_SEEN, rows_seen, np.zeros(2 * tables[views[0].name].dim).tobytes()))
+        if out:
+            kinds, groups, names, classes, counts, payloads = zip(*out)
             yield pa.RecordBatch.from_arrays(
-                [pa.array(kinds, pa.string()), pa.array(groups, pa.int32()), pa.array([part] * len(kinds), pa.int32()),
+                [pa.array(kinds, pa.string()), pa.array(groups, pa.int32()), pa.array([part] * len(out), pa.int32()),
                  pa.array(names, pa.string()), pa.array(classes, pa.int32()), pa.array(counts, pa.int64()),
                  pa.array(payloads, pa.binary())],
                 ["kind", "grp", "part", "view", "class_index", "count", "payload"])
