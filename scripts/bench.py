@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -302,6 +303,40 @@ def _ratios(seconds: dict[str, float]) -> dict[str, float]:
     return out
 
 
+# the measured scaling grid (docs/PERFORMANCE.md "Scaling, measured"): one axis at a time around
+# 100k x 768 x 50 classes, items up to 1M, classes 10..1,000, dims 384 / 768
+SCALING_GRID = ((100_000, 768, 50), (300_000, 768, 50), (1_000_000, 768, 50), (100_000, 768, 10),
+                (100_000, 768, 200), (100_000, 768, 1000), (100_000, 384, 50))
+
+
+def scaling(args) -> int:
+    """Runs this bench once per grid point, each in its own process and Spark session (a session's
+    heap and caches do not carry over), then writes every point's seconds and ratios to --out and
+    a Markdown table beside it."""
+    points = []
+    for items, dim, classes in SCALING_GRID:
+        out = Path(args.work) / f"scaling-n{items}-d{dim}-c{classes}.json"
+        command = [sys.executable, __file__, "--items", str(items), "--dim", str(dim), "--classes", str(classes),
+                   "--seed", str(args.seed), "--master", args.master, "--work", args.work, "--repeats", str(args.repeats),
+                   "--candidates", args.candidates, "--driver-memory", args.driver_memory, "--out", str(out)]
+        print(" ".join(command[2:]), flush=True)
+        subprocess.run(command, check=True)
+        points.append(json.loads(out.read_text()))
+    Path(args.out).write_text(json.dumps(points, indent=2) + "\n")
+    columns = ("scan", "single_process_base", "fit", "fit_default", "base", "pairwise", "cotrain", "classify")
+    lines = ["| items | dims | classes | " + " | ".join(columns) + " | fit_default / scan | classify / scan | worker RSS MB |",
+             "|" + "---|" * (len(columns) + 6)]
+    for p in points:
+        q, s = p["params"], p["seconds"]
+        lines.append(f"| {q['items']:,} | {q['dim']} | {q['classes']:,} | " + " | ".join(f"{s.get(c, float('nan')):.1f}" for c in columns)
+                     + f" | {p['ratios'].get('fit_default_vs_scan', float('nan')):.2f}"
+                     + f" | {s['classify'] / s['scan']:.2f} | {p['peak_rss_mb']:,.0f} |")
+    table = "\n".join(lines) + "\n"
+    Path(args.out).with_suffix(".md").write_text(table)
+    print(table)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -322,7 +357,12 @@ def main(argv=None) -> int:
                         help="instead: base vs pairwise kernels (no Spark) for classes 10..1000 x dims 256..768")
     parser.add_argument("--embed", action="store_true",
                         help="instead: embedding throughput (pairspark embed, all-MiniLM-L6-v2) on agnews' raw texts")
+    parser.add_argument("--scaling", action="store_true",
+                        help="instead: every point of SCALING_GRID (items, dims, classes), one process each, into --out "
+                             "and a Markdown table beside it")
     args = parser.parse_args(argv)
+    if args.scaling:
+        return scaling(args)
     if args.embed:
         return embed_bench(args)
     if args.kernel_sweep:
