@@ -47,6 +47,9 @@ class RunOptions:
                                  "fixed training items of every learning method, a verified_label column in the "
                                  "predictions, and left out of the metrics (the estimator's labelsPath)",
                                  ("fit", "classify", "run"))
+    warm_start: str = _option("auto", "reuse a fitted model when nothing the fit depends on changed (the items' and "
+                              "classes' files, labels, fit settings, partitioning, versions): auto (the model "
+                              "already at OUT, last night's), a MODEL_DIR, or off (always fit)", ("fit", "run"))
     items_reader: str = _option("auto", "how classify reads the items: arrow (pyarrow in the Python workers, about 2x "
                                 "faster: a Parquet path of file: URIs, string or integer ids, array vectors), "
                                 "spark (Spark's reader: any source), auto (arrow where it can)",

@@ -145,6 +145,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
             "prompts": {"rows": int(sum(tables[views[0].name].prompts)), "classes": len(tables[views[0].name].class_ids),
                         "most_per_class": int(max(tables[views[0].name].prompts))},
             "fit_seconds": round(time.perf_counter() - start, 2),
+            "reads": result.reads,  # reads of the items' vectors (the sample's draw, then each pass)
             "pairspark_version": __version__,
         }
         model = PairwiseTournamentModel(result.views, meta)

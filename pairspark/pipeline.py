@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from pairspark import __version__, tracking
+from pairspark import __version__, reuse, tracking
 from pairspark.config import Settings, parse_binary
 from pairspark.core.methods import primary_method
 from pairspark.errors import UsageError
@@ -87,30 +87,46 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[View], out: str, settings: Settings) -> dict:
-    """MODEL_DIR from the items and classes tables, through PairwiseTournamentClassifier."""
+def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[View], out: str, settings: Settings,
+        last_model: str | None = None) -> dict:
+    """MODEL_DIR from the items and classes tables, through PairwiseTournamentClassifier; or, under
+    --warm-start, the previous model itself when nothing the fit depends on changed (reuse.py).
+    `last_model`: where the previous run's model is, for --warm-start auto (default: `out`)."""
     params = {**settings.to_json(), "items": items_path, "classes": classes_path, "views": format_views(views), "out": out}
     with _tracked("fit", settings.experiment, params) as tracker, _stage("fit", spark) as facts:
         items = _items(spark, items_path, settings)
+        fs = FileSystem(spark)
         estimator = PairwiseTournamentClassifier(classesPath=classes_path, classesFormat=settings.classes_format,
                                                  views=format_views(views), labelsPath=settings.labels, **settings.params)
-        if settings.on_invalid == "error":
-            _stop_on_invalid_items(spark, items, estimator, views, items_path)
-        model = estimator.fit(items)
-        fs = FileSystem(spark)
-        model.meta = {
-            "created_at": _now(),
-            **model.meta,
-            "settings": settings.to_json(),
-            "inputs": {"items": source_ref(fs, items_path), "classes": source_ref(fs, classes_path),
-                       **({"labels": fs.qualify(settings.labels)} if settings.labels else {})},
-            "versions": _versions(),
-        }
+        versions = _versions()
+        previous = reuse.previous_model(fs, settings.warm_start, last_model or out)
+        # taken before the fit reads anything (an input rewritten meanwhile differs tomorrow), and
+        # recorded under off too: tomorrow's run may reuse this one's model
+        current = reuse.fingerprint(spark, fs, items, estimator, settings.to_json(), versions)
+        warm = reuse.decide(fs, previous, current) if previous else None
+        run_facts = {"settings": settings.to_json(),
+                     "inputs": {"items": source_ref(fs, items_path), "classes": source_ref(fs, classes_path),
+                                **({"labels": fs.qualify(settings.labels)} if settings.labels else {})}}
+        if warm and warm["reused"]:
+            log.info("fit: the inputs of %s are unchanged; its model is reused (%s reads of the items and %s s saved)",
+                     warm["model"], warm["reads_saved"], warm["seconds_saved"])
+            model = PairwiseTournamentModel.load(previous)
+            model.meta = {**model.meta, "created_at": _now(), **run_facts, "warm_start": warm}
+        else:
+            if warm:
+                log.info("fit: a cold fit, %s cannot be reused: %s", warm["model"], warm["reason"])
+            if settings.on_invalid == "error":
+                _stop_on_invalid_items(spark, items, estimator, views, items_path)
+            model = estimator.fit(items)
+            model.meta = {"created_at": _now(), **model.meta, **run_facts, "versions": versions,
+                          **({"fingerprint": current} if isinstance(current, dict) else {}),
+                          **({"warm_start": warm} if warm else {})}
         with atomic_output(spark, out, {"counts": model.meta["counts"]}) as staging:
             model.write().save(staging)
             fs.write_json(f"{staging}/meta.json", model.meta)  # a readable copy of the metadata's "pairspark" part
         confident = {v["name"]: v["confident_items"] for v in model.meta["views"]}
-        facts.update(valid_items=model.meta["counts"]["valid_items"], confident=confident, out=out)
+        facts.update(valid_items=model.meta["counts"]["valid_items"], confident=confident, out=out,
+                     reused=bool(warm and warm["reused"]))
         if tracker is not None:
             tracker.json(model.meta, "model_meta.json")
             uri = tracker.model(model)  # mlflow.spark format: mlflow.spark.load_model gives it back
@@ -560,7 +576,7 @@ def run(
         marker: dict = {}
         # the whole run goes into one staging folder beside OUT, published as OUT in one swap
         with atomic_output(fs, out, marker) as staging:
-            fit(spark, items_path, classes_path, views, f"{staging}/model", settings)
+            fit(spark, items_path, classes_path, views, f"{staging}/model", settings, last_model=f"{out}/model")
             classify(spark, items_path, f"{staging}/model", f"{staging}/predictions", settings, label_col,
                      f"{staging}/quarantine", publish_table=False)
             changes = None

@@ -48,7 +48,7 @@ def set_views(folder: Path) -> list[View]:
 
 
 def run_method(spark, folder: Path, views: list[View], method: str, work: Path, label: str | None) -> dict:
-    settings = load_settings(None, {"methods": method})
+    settings = load_settings(None, {"methods": method, "warm_start": "off"})  # every fit measured, none reused
     out = work / folder.name / method
     start = time.perf_counter()
     pipeline.fit(spark, str(folder / "items.parquet"), str(folder / "classes.parquet"), views, str(out / "model"), settings)
@@ -106,7 +106,7 @@ def run_default(spark, folder: Path, views: list[View], out: Path, label: str, l
                 classes: Path | None = None) -> dict:
     """The default methods (auto), optionally with verified labels: (base, primary) accuracy per view,
     on the items not in the labels."""
-    settings = load_settings(None, {"labels": str(labels)} if labels else {})
+    settings = load_settings(None, {"warm_start": "off", **({"labels": str(labels)} if labels else {})})
     items = str(folder / "items.parquet")
     pipeline.fit(spark, items, str(classes or folder / "classes.parquet"), views, str(out / "model"), settings)
     pipeline.classify(spark, items, str(out / "model"), str(out / "predictions"), settings, label)

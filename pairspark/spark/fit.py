@@ -49,6 +49,7 @@ class FitResult:
     confident_items: dict[str, int]
     method_fits: dict[str, dict]  # per iterative method: passes over the items and seconds
     calibration: dict | None = None  # what the temperatures were fitted on (core/model.calibrate)
+    reads: int = 0  # reads of the items' vectors: the sample's draw and every pass
 
 
 def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], params: HasPairsparkParams,
@@ -97,7 +98,7 @@ def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable]
     if valid_items:
         calibration = calibrate(fitted_views, methods, sample.xs, sample.verified, margins, share)
     return FitResult(fitted_views, valid_items, {v.name: int(moments[v.name].count.sum()) for v in views}, method_fits,
-                     calibration)
+                     calibration, sample.reads + passes.reads)
 
 
 def _fit_method(method: str, passes: SparkPasses, context: FitContext, method_fits: dict, scorers: dict) -> None:

@@ -159,6 +159,7 @@ class Sample:
     margins: dict[str, np.ndarray]  # base best-minus-second cosine margin per row and view
     drawn: np.ndarray  # rows chosen by the hash draw (the verified rows are added whatever their hash)
     complete: bool  # every valid row (there were at most COTRAIN_SAMPLE rows)
+    reads: int = 1  # reads of the items it took (2 when most rows were invalid: draw_sample)
 
 
 def draw_sample(valid: DataFrame, views, tables, rows: int, seed: int) -> Sample:
@@ -173,7 +174,8 @@ def draw_sample(valid: DataFrame, views, tables, rows: int, seed: int) -> Sample
     drawn = int(sample.drawn.sum())
     if fraction < 1 and drawn < COTRAIN_SAMPLE // 2:
         log.info("sample: %d valid items drawn of %d rows; drawing again", drawn, rows)
-        sample = _draw(valid, views, tables, min(1.0, COTRAIN_SAMPLE * fraction / drawn) if drawn else 1.0, seed)
+        again = _draw(valid, views, tables, min(1.0, COTRAIN_SAMPLE * fraction / drawn) if drawn else 1.0, seed)
+        sample = Sample(again.xs, again.verified, again.margins, again.drawn, again.complete, reads=2)
     return sample
 
 
@@ -218,8 +220,10 @@ class SparkPasses:
         self._valid, self._views, self._tables, self._sample = valid, views, tables, sample
         self._confident = confident_rule
         self._moments: tuple[dict[str, ClassMoments], int] | None = None
+        self.reads = 0  # passes over the items so far (the sample's draw not included)
 
     def stats(self, labeller: Labeller) -> dict[str, LabelStats]:
+        self.reads += 1
         stats, moments = run_pass(self._valid, self._views, self._tables, labeller,
                                   self._confident if self._moments is None else None)
         self._moments = self._moments or moments
@@ -229,6 +233,7 @@ class SparkPasses:
     def moments(self) -> tuple[dict[str, ClassMoments], int]:
         """The confident moments per view and the number of valid items."""
         if self._moments is None:
+            self.reads += 1
             self._moments = run_pass(self._valid, self._views, self._tables, None, self._confident)[1]
         assert self._moments is not None
         return self._moments

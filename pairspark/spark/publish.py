@@ -134,6 +134,18 @@ class FileSystem:
                 raise
             return None
 
+    def file_facts(self, paths: list[str]) -> list[tuple[str, int, int]]:
+        """(qualified path, length, modification time in ms) of every file under each of `paths`
+        (a file stands for itself), sorted: what says whether an input was rewritten."""
+        out = []
+        for path in paths:
+            fs, p = self._path(path)
+            files = fs.listFiles(p, True)
+            while files.hasNext():
+                status = files.next()
+                out.append((str(status.getPath().toString()), int(status.getLen()), int(status.getModificationTime())))
+        return sorted(out)
+
     def touch(self, path: str) -> None:
         """Set the modification time to now (a heartbeat; the content is left alone)."""
         fs, p = self._path(path)
