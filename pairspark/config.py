@@ -50,10 +50,10 @@ class RunOptions:
     warm_start: str = _option("auto", "reuse a fitted model when nothing the fit depends on changed (the items' and "
                               "classes' files, labels, fit settings, partitioning, versions): auto (the model "
                               "already at OUT, last night's), a MODEL_DIR, or off (always fit)", ("fit", "run"))
-    items_reader: str = _option("auto", "how classify reads the items: arrow (pyarrow in the Python workers, about 2x "
-                                "faster: a Parquet path of file: URIs, string or integer ids, array vectors), "
-                                "spark (Spark's reader: any source), auto (arrow where it can)",
-                                ("classify", "run"), str, ("auto", "spark", "arrow"))
+    items_reader: str = _option("auto", "how fit and classify read the items: arrow (pyarrow in the Python workers, "
+                                "about 2x faster: a Parquet path of file: URIs, string or integer ids, array "
+                                "vectors), spark (Spark's reader: any source), auto (arrow where it can)",
+                                ("fit", "classify", "run"), str, ("auto", "spark", "arrow"))
     classes_format: str | None = _option(None, "format of --classes when it is a path (as --items-format); "
                                          "--classes may also be table:NAME", ("fit", "run"))
     predictions_table: str | None = _option(None, "also publish the predictions as this metastore table "

@@ -30,10 +30,12 @@ from pairspark import __version__
 from pairspark.core.methods import primary_method
 from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams
+from pairspark.spark.arrow_scan import ArrowScan
 from pairspark.spark.fit import fit_views
 from pairspark.spark.io import (DUPLICATE, ITEM_ID, check_item_dims, load_classes, read_labels, require_columns, require_rows,
                                 vector_column, with_verified)
 from pairspark.spark.model_io import load_model, model_view_meta, read_metadata, save_model, write_metadata
+from pairspark.spark.passes import FrameRows
 from pairspark.spark.transform import transform_items, with_duplicate_flag
 from pairspark.views import parse_views
 
@@ -106,6 +108,12 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
         return self._set(topK=value)
 
     def _fit(self, dataset: DataFrame) -> PairwiseTournamentModel:
+        return self.fit_items(dataset)
+
+    def fit_items(self, dataset: DataFrame, scan: ArrowScan | None = None) -> PairwiseTournamentModel:
+        """fit(dataset); with `scan` (spark/arrow_scan.eligibility of the same Parquet items, the
+        CLI's), the passes read the vectors with pyarrow in the workers: the same statistics, summed
+        per row group instead of per Spark partition."""
         if not self.isDefined(self.views) or not self.isDefined(self.classesPath):
             raise UsageError("set classesPath and views, e.g. views='image=image_embedding,text=text_embedding'")
         views = parse_views(self.getViews())
@@ -119,7 +127,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
         columns = list(dict.fromkeys(v.column for v in views))
         arrays = dataset.select(ITEM_ID, *[vector_column(dataset, c, "items").alias(c) for c in columns])
         marked = with_duplicate_flag(arrays).select(ITEM_ID, *columns, DUPLICATE)
-        labels_meta = None
+        labels_meta, labels = None, None
         if self.labels_path():
             labels = read_labels(spark, self.labels_path(), tables[views[0].name].class_ids)
             marked, labels_meta = with_verified(marked, labels)
@@ -130,7 +138,11 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
         start = time.perf_counter()
         # the sample's fraction: a row count reads no vector (a plain Parquet scan answers it from
         # its footers; a derived DataFrame pays one job without the vector columns)
-        result = fit_views(marked, views, tables, self, methods, dataset.count())
+        batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+        rows = scan.fit_rows(columns, labels, batch_rows) if scan is not None else None
+        if scan is not None and rows is None:
+            log.info("fit: Spark's reader (over a million item ids repeat)")
+        result = fit_views(rows or FrameRows(marked), views, tables, self, methods, dataset.count())
         if result.valid_items == 0:
             raise UsageError("the items have no valid rows to fit on (see the reasons transform gives them)")
         meta = {
@@ -146,6 +158,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
                         "most_per_class": int(max(tables[views[0].name].prompts))},
             "fit_seconds": round(time.perf_counter() - start, 2),
             "reads": result.reads,  # reads of the items' vectors (the sample's draw, then each pass)
+            "reader": "spark" if rows is None else "arrow",  # who read them (spark/arrow_scan.ArrowRows)
             "pairspark_version": __version__,
         }
         model = PairwiseTournamentModel(result.views, meta)

@@ -117,7 +117,9 @@ def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[Vie
                 log.info("fit: a cold fit, %s cannot be reused: %s", warm["model"], warm["reason"])
             if settings.on_invalid == "error":
                 _stop_on_invalid_items(spark, items, estimator, views, items_path)
-            model = estimator.fit(items)
+            scan = _arrow_scan(items, items_path, views, None, settings)
+            facts.update(reader="arrow" if scan is not None else "spark")
+            model = estimator.fit_items(items, scan)
             model.meta = {"created_at": _now(), **model.meta, **run_facts, "versions": versions,
                           **({"fingerprint": current} if isinstance(current, dict) else {}),
                           **({"warm_start": warm} if warm else {})}

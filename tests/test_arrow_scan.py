@@ -107,3 +107,60 @@ def test_eligibility_says_why_a_source_cannot_be_read_by_pyarrow(spark, tmp_path
     assert pipeline._arrow_scan(items, "table:t", views, None, load_settings(None, {})) is None
     assert pipeline._arrow_scan(items, str(tmp_path / "t.parquet"), views, None, load_settings(None, {"partitions": 4})) is None
     assert pipeline._arrow_scan(items, str(tmp_path / "t.parquet"), views, None, load_settings(None, {})) is None  # double ids
+
+
+def test_the_sample_draw_outside_the_jvm_draws_the_jvm_rows(spark):
+    from pairspark.spark.passes import DRAWN, FrameRows, drawn_mask
+
+    ids = [f"item-{i}" for i in range(2000)] + ["", "é", "日本"]
+    frame = spark.createDataFrame([(i,) for i in ids], "item_id string")
+    for fraction, seed in ((0.1, 0), (0.37, -5), (0.9, 2**31 - 1), (1.0, 3)):
+        jvm = FrameRows(frame).drawn(fraction, seed)
+        want = set(jvm.column("item_id").to_pylist())
+        mask = drawn_mask(pa.array(ids), fraction, seed)
+        assert {i for i, m in zip(ids, mask) if m} == want, (fraction, seed)
+        assert all(jvm.column(DRAWN).to_pylist())
+    assert 150 < sum(drawn_mask(pa.array(ids), 0.1, 0)) < 250
+
+
+def test_a_fit_read_by_pyarrow_equals_the_spark_readers_fit(spark, tmp_path, monkeypatch):
+    """Two files in row groups of 64, a repeated id, a null vector and verified labels, the sample
+    smaller than the items (so the draw and cotrain's full pass both read): the same counts and
+    statistics (to rounding: sums per row group, not per Spark partition) and the same answers."""
+    from pairspark.spark import passes
+
+    monkeypatch.setattr(passes, "COTRAIN_SAMPLE", 150)
+    items, classes, _ = make_catalog(400, 12, 4, seed=8)
+    table = pa.table({"item_id": items["item_id"],
+                      **{c: pa.array(list(items[c]), pa.list_(pa.float32())) for c in ("image_embedding", "text_embedding")}})
+    bad = pa.table({"item_id": ["item-000003", "odd"],
+                    "image_embedding": pa.array([list(items["image_embedding"][5]), None], pa.list_(pa.float32())),
+                    "text_embedding": pa.array([list(items["text_embedding"][5])] * 2, pa.list_(pa.float32()))})
+    folder = tmp_path / "items"
+    folder.mkdir()
+    pq.write_table(table.slice(0, 250), folder / "part-0.parquet", row_group_size=64)
+    pq.write_table(pa.concat_tables([table.slice(250), bad]), folder / "part-1.parquet", row_group_size=64)
+    class_table = pa.table({"class_id": classes["class_id"],
+                            **{c: pa.array(list(classes[c]), pa.list_(pa.float32())) for c in ("image_embedding", "text_embedding")}})
+    pq.write_table(class_table, tmp_path / "classes.parquet")
+    pq.write_table(pa.table({"item_id": [f"item-{i:06d}" for i in range(0, 40, 4)], "label": ["c01"] * 10}),
+                   tmp_path / "labels.parquet")
+    fits = {}
+    for reader in ("arrow", "spark"):
+        settings = load_settings(None, {"items_reader": reader, "arrow_batch_size": 50, "labels": str(tmp_path / "labels.parquet")})
+        model = tmp_path / f"model-{reader}"
+        meta = pipeline.fit(spark, str(folder), str(tmp_path / "classes.parquet"), VIEWS, str(model), settings)
+        fits[reader] = (meta, pd.read_parquet(model / "stats.parquet").sort_values(["view", "class_id"], ignore_index=True),
+                        pd.read_parquet(model / "scorers.parquet"), _classify(spark, str(folder), str(model), tmp_path / f"p-{reader}", "spark"))
+    (meta_a, stats_a, scorers_a, out_a), (meta_s, stats_s, scorers_s, out_s) = fits["arrow"], fits["spark"]
+    assert meta_a["counts"] == meta_s["counts"] and meta_a["counts"]["valid_items"] == 399  # both rows of the repeated id and the null out
+    assert meta_a["labels"] == meta_s["labels"] and (meta_a["reader"], meta_s["reader"]) == ("arrow", "spark")
+    assert meta_a["method_fits"]["cotrain"]["sample_items"] == meta_s["method_fits"]["cotrain"]["sample_items"] < 399
+    assert meta_a["method_fits"]["cotrain"]["passes"] == 1 and meta_a["reads"] == meta_s["reads"] == 2
+    assert [v["confident_items"] for v in meta_a["views"]] == [v["confident_items"] for v in meta_s["views"]]
+    assert stats_a["count"].tolist() == stats_s["count"].tolist()
+    for column in ("sum", "m2"):
+        np.testing.assert_allclose(np.stack(stats_a[column]), np.stack(stats_s[column]), rtol=1e-9, atol=1e-12)
+    for column in ("weights", "bias"):
+        np.testing.assert_allclose(np.stack(scorers_a[column]), np.stack(scorers_s[column]), rtol=1e-7, atol=1e-9)
+    _same(out_a, out_s)

@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -41,8 +42,9 @@ from pyspark.sql import types as T
 from pairspark.core.model import ViewModel
 from pairspark.core.tournament import bracket_keys
 from pairspark.core.validate import DUPLICATE_ITEM_ID
-from pairspark.spark.compat import create_frame
-from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, by_name
+from pairspark.spark.compat import create_frame, to_arrow
+from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, VERIFIED, by_name
+from pairspark.spark.passes import DRAWN, BatchFn, drawn_mask
 from pairspark.spark.transform import answer_fields, batch_answers
 
 # columns of the classified frame besides the answers (the CLI's names for the id and the label)
@@ -133,6 +135,93 @@ class ArrowScan:
         source = self.items.select(*columns, F.col("_metadata.file_path").alias(_PATH), F.col("_metadata.row_index").alias(ROW))
         return (source.join(F.broadcast(lookup), _PATH).join(bad, [FILE, ROW])
                 .select(*columns, F.col(REASON)))
+
+
+    def fit_rows(self, columns: list[str], labels: pa.Table | None, batch_rows: int,
+                 max_repeated: int = 1_000_000) -> ArrowRows | None:
+        """The fit's ItemRows read by pyarrow (ArrowRows), or None when more than `max_repeated` ids
+        repeat (they travel to every task in the closure: then Spark's reader and its join).
+        `labels`: read_labels' table (item_id, class_index). One id-only Spark job finds the
+        repeated ids, as with_duplicates does."""
+        repeated = (self.items.where(F.col(ITEM_ID).isNotNull()).groupBy(ITEM_ID).count().where(F.col("count") > 1)
+                    .select(F.col(ITEM_ID).cast("string").alias(ITEM_ID)).limit(max_repeated + 1).collect())
+        if len(repeated) > max_repeated:
+            return None
+        verified = None if labels is None else (labels.column(ITEM_ID).combine_chunks(),
+                                                labels.column("class_index").combine_chunks())
+        return ArrowRows(self, tuple(columns), pa.array([r[0] for r in repeated], pa.string()), verified, batch_rows)
+
+
+@dataclass(frozen=True)
+class ArrowRows:
+    """spark/passes.ItemRows read by pyarrow in the workers: one task per row group (as ArrowScan),
+    each batch marked in the worker as the Spark path's join marks it (DUPLICATE from the repeated
+    ids, VERIFIED from the labels, both shipped in the closure). Why: a fit reads the vectors twice
+    (the sample's draw, then one pass), and Spark's conversion of array<float> to Arrow is most of
+    a read (the module docstring; docs/PERFORMANCE.md)."""
+
+    scan: ArrowScan
+    columns: tuple[str, ...]  # the view columns
+    repeated: pa.Array  # item ids (as strings) that occur more than once
+    labels: tuple[pa.Array, pa.Array] | None  # verified labels: item_id (string), class_index (int32)
+    batch_rows: int
+
+    def _read(self):
+        files, splits, columns, batch_rows = self.scan.files, self.scan.splits, [ITEM_ID, *self.columns], self.batch_rows
+        repeated, labels = self.repeated, self.labels
+
+        def read(tasks):
+            for task in tasks:
+                for index in task.column(0).to_pylist():
+                    file_index, row_group, _ = splits[index]
+                    reader = pq.ParquetFile(files[file_index])
+                    for batch in reader.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns,
+                                                     use_threads=False):
+                        ids = batch.column(ITEM_ID)
+                        ids = ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
+                        arrays = [ids] + [_as_list(batch.column(c)) for c in columns[1:]]
+                        arrays.append(pc.is_in(ids, value_set=repeated))
+                        names = [*columns, DUPLICATE]
+                        if labels is not None:
+                            at = pc.index_in(ids, value_set=labels[0])
+                            arrays.append(pc.fill_null(pc.take(labels[1], at), pa.scalar(-1, pa.int32())))
+                            names.append(VERIFIED)
+                        yield pa.RecordBatch.from_arrays(arrays, names)
+
+        return read
+
+    def _frame(self, fn: BatchFn, schema) -> DataFrame:
+        read, n = self._read(), len(self.scan.splits)
+        return self.scan.items.sparkSession.range(0, n, 1, max(1, n)).mapInArrow(lambda tasks: fn(read(tasks)), schema)
+
+    def map_batches(self, fn: BatchFn, schema: str) -> DataFrame:
+        return self._frame(fn, schema)
+
+    def drawn(self, fraction: float, seed: int) -> pa.Table:
+        schema = T.StructType(
+            [T.StructField(ITEM_ID, T.StringType())]
+            + [T.StructField(c, T.ArrayType(self.scan.items.schema[c].dataType.elementType)) for c in self.columns]
+            + [T.StructField(DUPLICATE, T.BooleanType())]
+            + ([T.StructField(VERIFIED, T.IntegerType())] if self.labels is not None else [])
+            + [T.StructField(DRAWN, T.BooleanType())])
+        seed = int(seed)
+
+        def draw(batches):
+            for batch in batches:
+                chosen = drawn_mask(batch.column(ITEM_ID), fraction, seed)
+                keep = chosen.copy()
+                if VERIFIED in batch.schema.names:
+                    keep |= batch.column(VERIFIED).to_numpy(zero_copy_only=False) >= 0
+                if keep.any():
+                    out = pa.RecordBatch.from_arrays([*batch.columns, pa.array(chosen)], [*batch.schema.names, DRAWN])
+                    yield out if keep.all() else out.filter(pa.array(keep))
+
+        return to_arrow(self._frame(draw, schema))
+
+
+def _as_list(column: pa.Array) -> pa.Array:
+    """A large_list vector column as a list one (Spark's array type is a list's)."""
+    return column.cast(pa.list_(column.type.value_type)) if pa.types.is_large_list(column.type) else column
 
 
 def _text_type(dtype: pa.DataType) -> bool:

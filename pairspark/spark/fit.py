@@ -12,7 +12,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
 
 from pairspark.core.cosine import margin_histogram, margin_quantile
 from pairspark.core.methods import REGISTRY, FitContext, iterative
@@ -21,7 +20,7 @@ from pairspark.core.scorers import Scorer
 from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams, MarginRule
 from pairspark.spark.io import ClassTable
-from pairspark.spark.passes import Confident, Sample, SparkPasses, draw_sample
+from pairspark.spark.passes import Confident, ItemRows, Sample, SparkPasses, draw_sample
 from pairspark.views import View
 
 # cotrain's confidence share when minMargin is an absolute margin (its discriminant scores have
@@ -52,10 +51,10 @@ class FitResult:
     reads: int = 0  # reads of the items' vectors: the sample's draw and every pass
 
 
-def fit_views(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], params: HasPairsparkParams,
+def fit_views(valid: ItemRows, views: list[View], tables: dict[str, ClassTable], params: HasPairsparkParams,
               methods: tuple[str, ...], rows: int) -> FitResult:
-    """`valid`: items with DUPLICATE (transform.with_duplicate_flag); rows core/validate.py rejects
-    are skipped; `rows`: how many item rows there are (valid or not), for the sample's fraction.
+    """`valid`: the items (spark/passes.ItemRows: a DataFrame's, or the pyarrow reader's); rows
+    core/validate.py rejects are skipped; `rows`: how many item rows there are (valid or not), for the sample's fraction.
 
     One pass draws the driver's sample (the margin quantile comes from it). The registry's
     iterative methods then run their fit loops over SparkPasses, those that need the confident

@@ -16,8 +16,9 @@ vectors serves both, and the moments are the same numbers as from a pass of thei
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from pairspark.core.cosine import confident
 from pairspark.core.methods import Labeller
 from pairspark.core.scorers import LabelStats
 from pairspark.core.stats import ClassMoments, merge_all
+from pairspark.core.tournament import bracket_keys
 from pairspark.spark.compat import to_arrow
 from pairspark.spark.io import ITEM_ID, VERIFIED, ClassTable, by_name, valid_batches, verified_of, view_base, view_checks
 from pairspark.views import View
@@ -46,6 +48,53 @@ _MERGED_SCHEMA = "kind string, grp int, view string, class_index int, count bigi
 _ROWS_SEEN = -1
 
 
+BatchFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+
+
+class ItemRows(Protocol):
+    """Where a fit reads its items: Arrow batches of rows with ITEM_ID, the view columns,
+    DUPLICATE and, with verified labels, VERIFIED (invalid rows included: every pass skips them)."""
+
+    def map_batches(self, fn: BatchFn, schema: str) -> DataFrame:
+        """Lazily: fn over each partition's batches (one partition per Spark task)."""
+
+    def drawn(self, fraction: float, seed: int) -> pa.Table:
+        """The rows `drawn_mask` draws at `fraction`, plus every verified row, with DRAWN (whether the
+        draw chose the row), collected to the driver."""
+
+
+def drawn_mask(item_ids: pa.Array, fraction: float, seed: int) -> np.ndarray:
+    """The sample's draw outside the JVM: the same rows as FrameRows.drawn's Spark expression
+    (xxhash64(seed + 1, item_id as a string) mod 2^30, Java's remainder, below fraction * 2^30)."""
+    if fraction >= 1:
+        return np.ones(len(item_ids), bool)
+    keys = bracket_keys(item_ids, int(seed) + 1).view(np.int64)
+    bucket = np.fmod(keys, np.int64(1 << 30))
+    bucket = np.where(bucket < 0, bucket + (1 << 30), bucket).astype(np.float64)
+    return bucket < fraction * (1 << 30)
+
+
+@dataclass(frozen=True)
+class FrameRows:
+    """ItemRows of a Spark DataFrame (the estimator's input, with with_duplicate_flag's DUPLICATE)."""
+
+    valid: DataFrame
+
+    def map_batches(self, fn: BatchFn, schema: str) -> DataFrame:
+        return self.valid.mapInArrow(fn, schema)
+
+    def drawn(self, fraction: float, seed: int) -> pa.Table:
+        valid = self.valid
+        bucket = (F.xxhash64(F.lit(int(seed) + 1), F.col(ITEM_ID).cast("string")) % F.lit(1 << 30)).cast("double")
+        bucket = F.when(bucket < 0, bucket + float(1 << 30)).otherwise(bucket)
+        drawn = (bucket < F.lit(fraction * (1 << 30))) if fraction < 1 else F.lit(True)
+        chosen = valid.select(*[by_name(c) for c in valid.columns], drawn.alias(DRAWN))
+        if fraction < 1:
+            keep = F.col(DRAWN) | (F.col(VERIFIED) >= 0) if VERIFIED in valid.columns else F.col(DRAWN)
+            chosen = chosen.where(keep)
+        return to_arrow(chosen)
+
+
 @dataclass(frozen=True)
 class Confident:
     """What makes an item confident in a view (core/cosine.confident): the moments' subset."""
@@ -56,7 +105,7 @@ class Confident:
 
 # items the driver keeps: the margin quantile (rank error ~0.5%), cotrain's rounds, the calibration
 COTRAIN_SAMPLE = 10_000
-_DRAWN = "_pairspark_drawn"
+DRAWN = "_pairspark_drawn"
 
 
 def _merge(frame: pd.DataFrame) -> pd.DataFrame:
@@ -80,7 +129,7 @@ def _merge(frame: pd.DataFrame) -> pd.DataFrame:
                          "class_index": [int(first["class_index"])], "count": [count], "payload": [total.tobytes()]})
 
 
-def run_pass(valid: DataFrame, views: list[View], tables: dict[str, ClassTable], labeller: Labeller | None,
+def run_pass(valid: ItemRows, views: list[View], tables: dict[str, ClassTable], labeller: Labeller | None,
              confident_rule: Confident | None) -> tuple[dict[str, LabelStats] | None, tuple[dict[str, ClassMoments], int] | None]:
     """One read of the valid items: the sum of labeller's LabelStats per view (None without a
     labeller) and, with a confident rule, the confident moments per view (plus every verified item,
@@ -126,7 +175,7 @@ def run_pass(valid: DataFrame, views: list[View], tables: dict[str, ClassTable],
                  pa.array(payloads, pa.binary())],
                 ["kind", "grp", "part", "view", "class_index", "count", "payload"])
 
-    rows = (valid.mapInArrow(partial, _PARTIAL_SCHEMA).groupBy("kind", "grp", "view", "class_index")
+    rows = (valid.map_batches(partial, _PARTIAL_SCHEMA).groupBy("kind", "grp", "view", "class_index")
             .applyInPandas(_merge, _MERGED_SCHEMA).collect())
     stats_out: dict[str, LabelStats] | None = None
     if labeller is not None:
@@ -162,7 +211,7 @@ class Sample:
     reads: int = 1  # reads of the items it took (2 when most rows were invalid: draw_sample)
 
 
-def draw_sample(valid: DataFrame, views, tables, rows: int, seed: int) -> Sample:
+def draw_sample(valid: ItemRows, views, tables, rows: int, seed: int) -> Sample:
     """A fixed random subset (about COTRAIN_SAMPLE items) of the valid rows, chosen by a hash of
     item_id (the same subset whatever the partitioning), plus every verified row. `rows`: the
     number of item rows (valid or not); when it is at most COTRAIN_SAMPLE the sample is every valid
@@ -179,22 +228,15 @@ def draw_sample(valid: DataFrame, views, tables, rows: int, seed: int) -> Sample
     return sample
 
 
-def _draw(valid: DataFrame, views, tables, fraction: float, seed: int) -> Sample:
-    bucket = (F.xxhash64(F.lit(int(seed) + 1), F.col(ITEM_ID).cast("string")) % F.lit(1 << 30)).cast("double")
-    bucket = F.when(bucket < 0, bucket + float(1 << 30)).otherwise(bucket)
-    drawn = (bucket < F.lit(fraction * (1 << 30))) if fraction < 1 else F.lit(True)
-    chosen = valid.select(*[by_name(c) for c in valid.columns], drawn.alias(_DRAWN))
-    if fraction < 1:
-        keep = F.col(_DRAWN) | (F.col(VERIFIED) >= 0) if VERIFIED in valid.columns else F.col(_DRAWN)
-        chosen = chosen.where(keep)
+def _draw(valid: ItemRows, views, tables, fraction: float, seed: int) -> Sample:
     checks = view_checks(views, {v.name: tables[v.name].dim for v in views})
-    table = to_arrow(chosen)
+    table = valid.drawn(fraction, seed)
     parts: dict[str, list] = {v.name: [] for v in views}
     margins: dict[str, list] = {v.name: [] for v in views}
     verified, flags = [], []
     for batch in valid_batches(table.to_batches(), checks):
         verified.append(verified_of(batch))
-        flags.append(pc.fill_null(batch.column(_DRAWN), False).to_numpy(zero_copy_only=False))
+        flags.append(pc.fill_null(batch.column(DRAWN), False).to_numpy(zero_copy_only=False))
         for view in views:
             x_unit, base = view_base(batch, view.column, tables[view.name])
             parts[view.name].append(x_unit)
@@ -215,7 +257,7 @@ class SparkPasses:
     (draw_sample); the confident moments ride on the first stats pass (or take a pass of their own
     when `moments` is asked first)."""
 
-    def __init__(self, valid: DataFrame, views: list[View], tables: dict[str, ClassTable], sample: Sample,
+    def __init__(self, valid: ItemRows, views: list[View], tables: dict[str, ClassTable], sample: Sample,
                  confident_rule: Confident):
         self._valid, self._views, self._tables, self._sample = valid, views, tables, sample
         self._confident = confident_rule
