@@ -51,8 +51,8 @@ class RunOptions:
                               "classes' files, labels, fit settings, partitioning, versions): auto (the model "
                               "already at OUT, last night's), a MODEL_DIR, or off (always fit)", ("fit", "run"))
     items_reader: str = _option("auto", "how fit and classify read the items: arrow (pyarrow in the Python workers, "
-                                "about 2x faster: a Parquet path of file: URIs, string or integer ids, array "
-                                "vectors), spark (Spark's reader: any source), auto (arrow where it can)",
+                                "faster: a Parquet path of file: URIs, string or integer ids, array vectors; "
+                                "docs/PERFORMANCE.md), spark (Spark's reader: any source), auto (arrow where it can)",
                                 ("fit", "classify", "run"), str, ("auto", "spark", "arrow"))
     classes_format: str | None = _option(None, "format of --classes when it is a path (as --items-format); "
                                          "--classes may also be table:NAME", ("fit", "run"))
@@ -74,6 +74,9 @@ class RunOptions:
                 raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
         if self.on_invalid not in ("quarantine", "error"):
             raise UsageError(f"on_invalid must be quarantine or error, got {self.on_invalid!r}")
+        if not isinstance(self.warm_start, str) or self.warm_start.strip().lower() in ("", "true", "false", "yes", "no", "on",
+                                                                                        "none"):
+            raise UsageError(f"warm_start must be auto, off or a MODEL_DIR, got {self.warm_start!r}")
         if self.items_reader not in ("auto", "spark", "arrow"):
             raise UsageError(f"items_reader must be auto, spark or arrow, got {self.items_reader!r}")
         if self.binary is not None:

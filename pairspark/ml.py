@@ -32,8 +32,8 @@ from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams
 from pairspark.spark.arrow_scan import ArrowScan
 from pairspark.spark.fit import fit_views
-from pairspark.spark.io import (DUPLICATE, ITEM_ID, check_item_dims, load_classes, read_labels, require_columns, require_rows,
-                                vector_column, with_verified)
+from pairspark.spark.io import (DUPLICATE, ITEM_ID, arrow_batch_rows, check_item_dims, load_classes, read_labels,
+                                require_columns, require_rows, vector_column, with_verified)
 from pairspark.spark.model_io import load_model, model_view_meta, read_metadata, save_model, write_metadata
 from pairspark.spark.passes import FrameRows
 from pairspark.spark.transform import transform_items, with_duplicate_flag
@@ -138,8 +138,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
         start = time.perf_counter()
         # the sample's fraction: a row count reads no vector (a plain Parquet scan answers it from
         # its footers; a derived DataFrame pays one job without the vector columns)
-        batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
-        rows = scan.fit_rows(columns, labels, batch_rows) if scan is not None else None
+        rows = scan.fit_rows(columns, labels, arrow_batch_rows(spark)) if scan is not None else None
         if scan is not None and rows is None:
             log.info("fit: Spark's reader (over a million item ids repeat)")
         result = fit_views(rows or FrameRows(marked), views, tables, self, methods, dataset.count())

@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -34,8 +35,8 @@ from pairspark.report import SUSPECTS_SHOWN, confidence_figures, render_report
 from pairspark.spark.compat import create_frame
 from pairspark.spark.audit import audit_predictions, diff_predictions, with_item_columns
 from pairspark.spark.evaluate import evaluate_predictions
-from pairspark.spark.io import (ITEM_ID, REASON, TABLE_PREFIX, VERIFIED_LABEL, by_name, check_item_dims, labels_frame, read_labels,
-                                read_parquet, read_source, require_columns)
+from pairspark.spark.io import (ITEM_ID, REASON, TABLE_PREFIX, VERIFIED_LABEL, arrow_batch_rows, by_name, check_item_dims,
+                                labels_frame, read_labels, read_parquet, read_source, require_columns)
 from pairspark.spark.publish import FileSystem, atomic_output, output_lock, publish_table, recover, repoint
 from pairspark.spark.review import REASONS as REVIEW_REASONS
 from pairspark.spark.review import csv_frame as review_csv
@@ -80,6 +81,7 @@ def _versions() -> dict[str, str]:
         "numpy": np.__version__,
         "pandas": pd.__version__,
         "pyarrow": pa.__version__,
+        "numba": numba.__version__,
     }
 
 
@@ -99,25 +101,32 @@ def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[Vie
         estimator = PairwiseTournamentClassifier(classesPath=classes_path, classesFormat=settings.classes_format,
                                                  views=format_views(views), labelsPath=settings.labels, **settings.params)
         versions = _versions()
+        scan = _arrow_scan(items, items_path, views, None, settings)
         previous = reuse.previous_model(fs, settings.warm_start, last_model or out)
         # taken before the fit reads anything (an input rewritten meanwhile differs tomorrow), and
         # recorded under off too: tomorrow's run may reuse this one's model
-        current = reuse.fingerprint(spark, fs, items, estimator, settings.to_json(), versions)
+        current = reuse.fingerprint(spark, fs, items, {"items": items_path, "classes": classes_path, "labels": settings.labels},
+                                    estimator, settings.to_json(), versions, arrow_reader=scan is not None)
         warm = reuse.decide(fs, previous, current) if previous else None
+        model = None
+        if warm and warm["reused"]:
+            try:
+                model = PairwiseTournamentModel.load(previous)
+            except Exception as exc:  # noqa: BLE001  (a damaged model: fit instead, and say why)
+                warm = {"model": warm["model"], "reused": False,
+                        "reason": f"it could not be loaded ({str(exc).splitlines()[0][:200]})"}
         run_facts = {"settings": settings.to_json(),
                      "inputs": {"items": source_ref(fs, items_path), "classes": source_ref(fs, classes_path),
                                 **({"labels": fs.qualify(settings.labels)} if settings.labels else {})}}
-        if warm and warm["reused"]:
+        if model is not None:
             log.info("fit: the inputs of %s are unchanged; its model is reused (%s reads of the items and %s s saved)",
                      warm["model"], warm["reads_saved"], warm["seconds_saved"])
-            model = PairwiseTournamentModel.load(previous)
             model.meta = {**model.meta, "created_at": _now(), **run_facts, "warm_start": warm}
         else:
             if warm:
                 log.info("fit: a cold fit, %s cannot be reused: %s", warm["model"], warm["reason"])
             if settings.on_invalid == "error":
                 _stop_on_invalid_items(spark, items, estimator, views, items_path)
-            scan = _arrow_scan(items, items_path, views, None, settings)
             facts.update(reader="arrow" if scan is not None else "spark")
             model = estimator.fit_items(items, scan)
             model.meta = {"created_at": _now(), **model.meta, **run_facts, "versions": versions,
@@ -195,7 +204,7 @@ def classify(
         answers = [f.name for f in answer_fields(model.view_models, model.run_methods)]
         if scan is not None:
             facts.update(reader="arrow")
-            batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+            batch_rows = arrow_batch_rows(spark)
             classified = scan.classified(model.view_models, methods, model.getSeed(), model.getCandidates(), model.getTopK(), _ID,
                                          (label_col, _LABEL) if label_col else None, batch_rows)
             result = scan.with_duplicates(classified, _ID, [a for a in answers if a != REASON])

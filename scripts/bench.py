@@ -303,7 +303,7 @@ def _ratios(seconds: dict[str, float]) -> dict[str, float]:
     return out
 
 
-# the measured scaling grid (docs/PERFORMANCE.md "Scaling, measured"): one axis at a time around
+# the measured scaling grid (docs/PERFORMANCE.md "Scaling"): one axis at a time around
 # 100k x 768 x 50 classes, items up to 1M, classes 10..1,000, dims 384 / 768
 SCALING_GRID = ((100_000, 768, 50), (300_000, 768, 50), (1_000_000, 768, 50), (100_000, 768, 10),
                 (100_000, 768, 200), (100_000, 768, 1000), (100_000, 384, 50))
@@ -319,6 +319,7 @@ def scaling(args) -> int:
         command = [sys.executable, __file__, "--items", str(items), "--dim", str(dim), "--classes", str(classes),
                    "--seed", str(args.seed), "--master", args.master, "--work", args.work, "--repeats", str(args.repeats),
                    "--candidates", args.candidates, "--driver-memory", args.driver_memory, "--out", str(out)]
+        command += ["--min-margin", args.min_margin] if args.min_margin is not None else []
         print(" ".join(command[2:]), flush=True)
         subprocess.run(command, check=True)
         points.append(json.loads(out.read_text()))

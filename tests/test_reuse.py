@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -55,10 +56,21 @@ def test_decide_carries_the_first_fit_through_a_chain_of_reuses_and_refuses_what
     assert reuse.decide(files, "/m", "the items are not files Spark can list")["reused"] is False
 
 
+def test_a_table_source_or_a_bad_warm_start_value_is_never_reused():
+    from pairspark.config import load_settings as settings_of
+    from pairspark.errors import UsageError
+
+    sources = {"items": "table:db.items", "classes": "/c.parquet", "labels": None}
+    assert reuse.fingerprint(None, None, None, sources, None, {}, {}, False).startswith("a source is a table")
+    with pytest.raises(UsageError, match="warm_start must be auto, off or a MODEL_DIR"):
+        settings_of(None, {"warm_start": "false"})
+
+
 @pytest.fixture()
 def catalog(tmp_path):
     items, classes, _ = make_catalog(300, 8, 4, seed=5)
-    return write_catalog(tmp_path / "catalog", items, classes), items, classes
+    # a space in the path: Spark lists the files URL-encoded
+    return write_catalog(tmp_path / "my catalog", items, classes), items, classes
 
 
 def _model_tables(folder) -> dict[str, pd.DataFrame]:
@@ -105,6 +117,17 @@ def test_changed_items_or_settings_fit_cold_and_say_why(spark, catalog, tmp_path
     cold = pipeline.fit(spark, items_path, classes_path, VIEWS, str(out),
                         load_settings(None, {"ratio_threshold": 1.3, "warm_start": "off"}))
     assert "warm_start" not in cold and cold["fingerprint"] == fewer["fingerprint"]  # recorded for tomorrow
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    pq.write_table(pa.table({"item_id": ["item-000001"], "label": ["c02"]}), folder / "part-0.parquet")
+    labelled = {"ratio_threshold": 1.3, "labels": str(folder / "part-*.parquet")}  # a glob, as Spark reads it
+    assert pipeline.fit(spark, items_path, classes_path, VIEWS, str(out), load_settings(None, labelled))[
+        "warm_start"]["reason"] == "the labels changed"
+    assert pipeline.fit(spark, items_path, classes_path, VIEWS, str(out), load_settings(None, labelled))["warm_start"]["reused"]
+    pq.write_table(pa.table({"item_id": ["item-000001", "item-000002"], "label": ["c02", "c03"]}), folder / "part-0.parquet")
+    assert pipeline.fit(spark, items_path, classes_path, VIEWS, str(out), load_settings(None, labelled))[
+        "warm_start"]["reason"] == "the labels changed"
 
 
 def test_a_nightly_run_with_unchanged_inputs_reuses_its_model_and_gives_the_same_predictions(spark, catalog, tmp_path):

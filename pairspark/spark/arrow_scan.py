@@ -1,4 +1,5 @@
-"""Classify Parquet items read by pyarrow inside the Python workers: the CLI's fast reader.
+"""Parquet items read by pyarrow inside the Python workers: the CLI's fast reader, for classify
+(ArrowScan.classified) and for fit's sample and passes (ArrowRows).
 
 Why: to hand an array<float> column to Python, Spark converts every element of every row into an
 Arrow vector; on the bench catalog that is two thirds of a Spark scan of the vectors
@@ -136,7 +137,6 @@ class ArrowScan:
         return (source.join(F.broadcast(lookup), _PATH).join(bad, [FILE, ROW])
                 .select(*columns, F.col(REASON)))
 
-
     def fit_rows(self, columns: list[str], labels: pa.Table | None, batch_rows: int,
                  max_repeated: int = 1_000_000) -> ArrowRows | None:
         """The fit's ItemRows read by pyarrow (ArrowRows), or None when more than `max_repeated` ids
@@ -273,6 +273,9 @@ def eligibility(items: DataFrame, columns: list[str], text_columns: list[str]) -
             dtype = arrow_schema.field(name).type
             if not (_text_type(dtype) if name in text_columns else _vector_type(dtype)):
                 return f"{path} holds {name} as {dtype}"
+            if name in columns and pa.types.is_float32(dtype.value_type) != isinstance(schema[name].dataType.elementType,
+                                                                                    T.FloatType):
+                return f"{path} holds {name} as {dtype}, other files not (Spark reads them as one type)"
         first = 0
         for group in range(meta.num_row_groups):
             rows = meta.metadata.row_group(group).num_rows

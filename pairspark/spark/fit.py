@@ -12,7 +12,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-
 from pairspark.core.cosine import margin_histogram, margin_quantile
 from pairspark.core.methods import REGISTRY, FitContext, iterative
 from pairspark.core.model import ViewModel, calibrate, fit_view

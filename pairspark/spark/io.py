@@ -68,6 +68,12 @@ def read_source(spark: SparkSession, source: str, what: str, fmt: str | None = N
         raise
 
 
+def arrow_batch_rows(spark: SparkSession) -> int:
+    """The session's rows per Arrow batch (Spark reads 0 or less as no limit)."""
+    rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+    return rows if rows > 0 else 1 << 30
+
+
 def by_name(name: str) -> Column:
     """A column by its exact name (names holding dots or spaces are not paths here)."""
     return F.col("`" + name.replace("`", "``") + "`")
