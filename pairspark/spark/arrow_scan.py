@@ -244,6 +244,9 @@ def eligibility(items: DataFrame, columns: list[str], text_columns: list[str]) -
     schema = items.schema
     if "_metadata" in items.columns:
         return "the items have a column named _metadata"
+    absent = [name for name in dict.fromkeys(text_columns + columns) if name not in items.columns]
+    if absent:  # the caller's own check says so, in its words
+        return f"the items have no column(s) {', '.join(absent)}"
     for name in text_columns:
         if not isinstance(schema[name].dataType, _ID_TYPES):
             return f"column {name} is {schema[name].dataType.simpleString()}, not a string or an integer"
