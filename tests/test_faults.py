@@ -63,19 +63,30 @@ def _snapshot(out: Path) -> dict:
     }
 
 
-def _wait_for(root: Path, pattern: str, proc, timeout=300.0) -> bool:
-    """Until a path matching `pattern` (a glob under root) exists, or the process ends."""
+def _matches(root: Path, pattern: str) -> set[Path]:
+    """The paths matching `pattern` now. A killed run's staging folder may be removed by the run
+    that takes over its lock while the glob walks it: a folder gone mid-walk is no match."""
+    try:
+        return set(root.glob(pattern))
+    except FileNotFoundError:
+        return set()
+
+
+def _wait_for(root: Path, pattern: str, proc, old: set[Path], timeout=300.0) -> bool:
+    """Until a path matching `pattern` (a glob under root) exists that is not in `old` (a killed
+    run's leftovers), or the process ends."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if next(root.glob(pattern), None) is not None:
+        if _matches(root, pattern) - old:
             return True
         time.sleep(0.02)
     return False
 
 
 def _kill_at(items, classes, out: Path, pattern: str, delay: float, *extra) -> tuple:
+    old = _matches(out.parent, pattern)
     proc = _start_run(items, classes, out, *extra)
-    hit = _wait_for(out.parent, pattern, proc)
+    hit = _wait_for(out.parent, pattern, proc, old)
     time.sleep(delay)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -179,7 +190,7 @@ def test_a_second_run_on_the_same_out_exits_2_naming_the_holder(tmp_path):
     out = tmp_path / "out"
     first = _start_run(items_path, classes_path, out)
     try:
-        assert _wait_for(tmp_path, "out.staging-*", first), first.communicate()[1][-3000:]
+        assert _wait_for(tmp_path, "out.staging-*", first, set()), first.communicate()[1][-3000:]
         os.killpg(first.pid, signal.SIGSTOP)  # hold it there, lock taken, whatever this machine's speed
         second = _start_run(items_path, classes_path, out)
         _, stderr = second.communicate(timeout=300)
