@@ -47,7 +47,7 @@ def test_the_temperatures_are_the_nll_fit_on_the_primary_learners_targets(spark,
     items, classes, meta, pred, *_ = run
     from pairspark.spark.model_io import load_model
 
-    assert meta["calibration"]["fitted_on"] == "cotrain training targets"
+    assert meta["calibration"]["fitted_on"] == "cotrain second opinions (each view judged by the other)"
     views, _ = load_model(spark, run[5])
     xs = {v.name: unit_rows64(items[f"{v.name}_embedding"]) for v in views}
     cos = {v.name: xs[v.name] @ v.vectors64.T for v in views}

@@ -29,7 +29,7 @@ from tests.synthetic import make_catalog, write_catalog
 
 pytestmark = pytest.mark.pyspark35  # also run on pyspark 3.5 by scripts/test
 VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]
-ALL = "base,pairwise,ovr,roundrobin,centroid,gnb,transductive,cotrain"
+ALL = "base,pairwise,ovr,roundrobin,centroid,gnb,transductive,labelshift,cotrain"
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +84,32 @@ def test_transductive_equals_numpy_em_on_all_items(fitted):
         assert _agree(pred[f"{view.name}_transductive"], _names(z.argmax(axis=1)))
 
 
-def _lda(x, labels, keep, n_classes, shrinkage=0.1):
+def test_labelshift_equals_a_numpy_em_of_the_priors_on_all_items(fitted):
+    """Saerens et al.'s EM written out in float64 on every item (700: the sample is every item),
+    independently of core/scorers.label_shift_priors, then the argmax of prior x probability."""
+    pred, meta, _, xs, ts, _ = fitted
+    assert meta["method_fits"]["labelshift"]["passes"] == 0
+    for view in VIEWS:
+        probs = softmax(100.0 * (xs[view.name] @ ts[view.name].T))
+        priors = np.full(probs.shape[1], 1.0 / probs.shape[1])
+        for _ in range(10_000):
+            post = probs * priors / (probs * priors).sum(axis=1, keepdims=True)
+            priors, before = post.mean(axis=0), priors
+            if np.abs(priors - before).max() <= 1e-8:
+                break
+        assert _agree(pred[f"{view.name}_labelshift"], _names((probs * priors).argmax(axis=1)))
+
+
+def _lda(x, labels, keep, n_classes, copies=1):
+    """The discriminant on the kept rows, shrunk towards its diagonal by min(1, D / n): n the kept
+    rows per copy (the rows of a cycle's `copies` rounds pooled weigh as one round's)."""
     xs, ls = x[keep], labels[keep]
     present = [c for c in range(n_classes) if np.any(ls == c)]
     means = {c: xs[ls == c].mean(axis=0) for c in present}
     within = sum((xs[ls == c] - means[c]).T @ (xs[ls == c] - means[c]) for c in present) / len(xs)
     d = x.shape[1]
-    inverse = np.linalg.inv((1 - shrinkage) * within + shrinkage * np.trace(within) / d * np.eye(d))
+    shrinkage = min(1.0, d / (len(xs) / copies))
+    inverse = np.linalg.inv((1 - shrinkage) * within + shrinkage * np.diag(np.diag(within)))
     scores = np.full((len(x), n_classes), -np.inf)
     for c in present:
         scores[:, c] = x @ inverse @ means[c] - 0.5 * means[c] @ inverse @ means[c]
@@ -119,7 +138,8 @@ def test_cotrain_equals_a_numpy_reference_loop_run_until_its_targets_repeat(fitt
         train = []
         for v in (0, 1):
             o = 1 - v
-            train.append((np.where(agree, labels[v], labels[o]), agree | (margins[o] >= thresholds[o])))
+            own, other = margins[v] >= thresholds[v], margins[o] >= thresholds[o]
+            train.append((np.where(agree | own, labels[v], labels[o]), agree | own | other))
         state = [np.where(keep, lab, -1).tolist() for lab, keep in train]
         if state in [h[0] for h in history]:
             cycle = history[[h[0] for h in history].index(state):]
@@ -134,7 +154,7 @@ def test_cotrain_equals_a_numpy_reference_loop_run_until_its_targets_repeat(fitt
         pooled_x = np.concatenate([x for _ in cycle])
         pooled_labels = np.concatenate([c[1][v][0] for c in cycle])
         pooled_keep = np.concatenate([c[1][v][1] for c in cycle])
-        scores[v] = _lda(pooled_x, pooled_labels, pooled_keep, n_classes)[: len(x)]  # the pooled rows start with x
+        scores[v] = _lda(pooled_x, pooled_labels, pooled_keep, n_classes, len(cycle))[: len(x)]  # the pooled rows start with x
     assert _agree(pred["image_cotrain"], _names(scores[0].argmax(axis=1)))
     assert _agree(pred["text_cotrain"], _names(scores[1].argmax(axis=1)))
     assert pred["image_class"].tolist() == pred["image_cotrain"].tolist()  # cotrain is primary

@@ -23,7 +23,7 @@ from pairspark import pipeline
 from pairspark.config import load_settings, parse_views
 from tests.conftest import shared_set
 
-ALL_METHODS = "base,pairwise,ovr,roundrobin,centroid,gnb,transductive,cotrain"
+ALL_METHODS = "base,pairwise,ovr,roundrobin,centroid,gnb,transductive,labelshift,cotrain"
 
 
 def _column_digests(predictions: Path) -> dict[str, str]:

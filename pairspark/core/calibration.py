@@ -3,7 +3,7 @@
 A method's per-class scores become probabilities softmax(scores / T), one temperature T per view
 and method, fitted at fit time by the negative log-likelihood of calibration targets on the
 driver's sample (core/methods.calibration_targets: the verified labels when there are enough,
-else the primary learner's own training targets). Temperature scaling keeps each item's ranking
+else each view judged by the other view through the primary learner). Temperature scaling keeps each item's ranking
 of classes, so the answer stays the argmax, and a single number per (view, method) fits in the
 model's metadata. docs/METHOD.md, "Confidence", has what was measured and what was tried.
 

@@ -26,14 +26,18 @@ from pairspark.core.scorers import (
     base_scorer,
     centroid_scorer,
     cotrain_targets,
+    label_shift_priors,
+    label_shift_scorer,
     lda_scorer,
     margin_threshold,
     ovr_scores,
+    second_opinion_targets,
     softmax,
     top_margin,
     transductive_initial,
     transductive_scorer,
 )
+from pairspark.core.scorers import LABELSHIFT_TEMPERATURE
 from pairspark.core.stats import ClassMoments
 from pairspark.core.tournament import play_round_robin, play_tournament
 from pairspark.errors import UsageError
@@ -179,14 +183,55 @@ def fit_transductive(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer]
     return current, {"passes": TRANSDUCTIVE_ITERATIONS}
 
 
+def fit_labelshift(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dict]:
+    """Class priors by EM on the driver's sample (core/scorers.label_shift_priors: base's
+    probabilities at LABELSHIFT_TEMPERATURE, a verified row counting as its class). When the
+    sample is not every item, one pass over all items then takes the mean of every item's
+    posteriors under the sample's priors: one EM step on all items from the sample's fixed point."""
+    names = list(ctx.views)
+    sample, verified = passes.sample()
+    cosines = _sample_cosines(names, sample, ctx)
+    priors, facts = {}, {"passes": 0, "sample_items": int(len(sample[names[0]])), "iterations": {}, "converged": True}
+
+    def known(rows_verified: np.ndarray, n_classes: int) -> np.ndarray:
+        fixed = np.zeros((len(rows_verified), n_classes))
+        rows = np.flatnonzero(rows_verified >= 0)
+        fixed[rows, rows_verified[rows]] = 1.0
+        return fixed
+
+    for n in names:
+        probs = softmax(LABELSHIFT_TEMPERATURE * cosines[n])
+        priors[n], iterations, converged = label_shift_priors(probs, known(verified, probs.shape[1]))
+        facts["iterations"][n] = iterations
+        facts["converged"] = facts["converged"] and converged
+    if len(sample[names[0]]) < ctx.valid_items:
+
+        def labeller(xs, cos, rows_verified):
+            out = {}
+            for n in names:
+                fixed = known(rows_verified, cos[n].shape[1])
+                z = softmax(LABELSHIFT_TEMPERATURE * cos[n]) * priors[n]
+                z = z / np.maximum(z.sum(axis=1, keepdims=True), 1e-300)
+                z[fixed.sum(axis=1) > 0] = fixed[fixed.sum(axis=1) > 0]
+                out[n] = LabelStats(z.sum(axis=0), np.zeros((z.shape[1], xs[n].shape[1])),
+                                    np.zeros((z.shape[1], xs[n].shape[1])), np.zeros((0, 0)))
+            return out
+
+        stats = passes.stats(labeller)
+        priors = {n: stats[n].weight / max(stats[n].weight.sum(), 1e-300) for n in names}
+        facts["passes"] = 1
+    log.info("labelshift: priors %s", {n: np.round(p, 3).tolist() for n, p in priors.items()})
+    return {n: label_shift_scorer(priors[n], sample[n].shape[1]) for n in names}, facts
+
+
 def cotrain_round(names: list[str], xs: dict[str, np.ndarray], cosines: dict[str, np.ndarray],
                   current: dict[str, Scorer] | None, thresholds: list[float],
-                  verified: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                  verified: np.ndarray | None = None, rule=cotrain_targets) -> list[tuple[np.ndarray, np.ndarray]]:
     """One co-training round's (training label, keep mask) per view: from the base cosines in round
-    1 (current None), else from the current discriminants (core/scorers.cotrain_targets); a
-    verified row is trained on its verified class in both views."""
+    1 (current None), else from the current discriminants, by `rule` (core/scorers.cotrain_targets;
+    calibration: second_opinion_targets); a verified row is trained on its verified class in both views."""
     scores = [cosines[n] if current is None else current[n].scores(xs[n], cosines[n]) for n in names]
-    targets = cotrain_targets([s.argmax(axis=1) for s in scores], [top_margin(s) for s in scores], thresholds)
+    targets = rule([s.argmax(axis=1) for s in scores], [top_margin(s) for s in scores], thresholds)
     if verified is None or not (verified >= 0).any():
         return targets
     fixed = verified >= 0
@@ -375,12 +420,14 @@ def calibration_targets(names: list[str], xs: dict[str, np.ndarray], cosines: di
                         learned: dict[str, Scorer] | None, base_thresholds: list[float], confident_share: float,
                         verified: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per view the (label, keep) its temperatures are fitted on (core/calibration.py), on the
-    driver's sample: the training targets the primary learner's final discriminants give (cotrain's
-    round with two views, selftrain's with one), or base's round-1 targets when no learner ran."""
-    targets_of = cotrain_round if len(names) == 2 else selftrain_round
+    driver's sample, from the primary learner's final discriminants (base's cosines when no learner
+    ran): with two views each view judged by the other (core/scorers.second_opinion_targets), with
+    one view selftrain's round."""
     thresholds = base_thresholds if learned is None else [
         margin_threshold(top_margin(learned[n].scores(xs[n], cosines[n])), confident_share) for n in names]
-    return targets_of(names, xs, cosines, learned, thresholds, verified)
+    if len(names) == 2:
+        return cotrain_round(names, xs, cosines, learned, thresholds, verified, rule=second_opinion_targets)
+    return selftrain_round(names, xs, cosines, learned, thresholds, verified)
 
 
 def _entry(*methods: Method) -> dict[str, Method]:
@@ -403,6 +450,8 @@ REGISTRY: dict[str, Method] = _entry(
     Method("gnb", "Gaussian naive Bayes on the confident subset", lambda model, batch: _scored(model.gnb, batch)),
     Method("transductive", "TransCLIP-style Gaussian EM with the prompt prior", _fitted("transductive"),
            fit_transductive),
+    Method("labelshift", "base's probabilities with class priors re-estimated from the items by EM "
+           "(label-shift EM, Saerens et al. 2002)", _fitted("labelshift"), fit_labelshift),
     Method("cotrain", "two views teach each other a shrunk-covariance discriminant (the default's answer)",
            _fitted("cotrain"), fit_cotrain, min_views=2),
     Method("selftrain", "each view teaches itself cotrain's discriminant, kept where its changes reproduce on "

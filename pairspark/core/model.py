@@ -183,8 +183,8 @@ def calibrate(views: list[ViewModel], methods: tuple[str, ...], sample: dict[str
     so the fit would run to T -> 0):
 
     * verified labels, when the sample holds at least CALIBRATION_MIN_VERIFIED;
-    * two views: core/methods.calibration_targets from the primary learner (cotrain's agreed
-      items and the other view's confident answers);
+    * two views: core/methods.calibration_targets from the primary learner (the agreed items and
+      the other view's confident answers);
     * one view: base's confident answers (margin >= the fit's threshold), or, for a method that
       answers as base does on every sample item (base itself, selftrain fallen back to base),
       gnb's confident answers (gnb fitted on the confident base subset).
@@ -200,7 +200,7 @@ def calibrate(views: list[ViewModel], methods: tuple[str, ...], sample: dict[str
         source = "verified labels"
         shared = [(verified, verified >= 0)] * len(views)
     elif len(views) == 2:
-        source = f"{learner or 'base'} training targets"
+        source = f"{learner or 'base'} second opinions (each view judged by the other)"
         learned = {v.name: v.scorers[learner] for v in views} if learner else None
         shared = calibration_targets(names, xs, {n: b.cosines for n, b in bases.items()}, learned,
                                      [base_thresholds[n] for n in names], confident_share, verified)

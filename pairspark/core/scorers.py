@@ -12,10 +12,13 @@ the items per iteration, each pass labelling items with the previous iteration's
 * transductive: the core of TransCLIP-ZS (Zanella et al., NeurIPS 2024) without its kNN term:
   class Gaussians with one shared diagonal variance, soft assignments z ~ text prior^lambda *
   pi_c * N(x | mu_c, diag var), EM.
-* cotrain: co-training of a linear discriminant (shared full covariance, shrunk) per view. Each
-  view learns from the items whose two views agree, plus the items where the *other* view is
-  confident (its top-2 score margin is outside its lowest min_margin share), with the other
-  view's answer; both re-label and it repeats (the default; see docs/RESULTS.md).
+* cotrain: co-training of a linear discriminant (shared full covariance, shrunk towards its
+  diagonal by min(1, D / n)) per view. Each view learns from the items whose two views agree, the
+  items where it is confident itself (its top-2 score margin is outside its lowest min_margin
+  share), with its own answer, and the items where only the *other* view is confident, with the
+  other view's answer; both re-label and it repeats (the default; see docs/RESULTS.md).
+* labelshift: base's probabilities with class priors re-estimated from the items by EM
+  (Saerens et al. 2002) instead of assumed uniform: label shift, not a new class model.
 * ovr: one-vs-rest masks: cosine to each class on the dims where the cross ratio of that class
   against all others passes the threshold.
 """
@@ -34,9 +37,15 @@ from pairspark.core.stats import ClassMoments
 # TransCLIP's text prior: softmax of CLIP's logit scale (100) times the cosines, weight 1.
 TRANSDUCTIVE_TEMPERATURE = 100.0
 TRANSDUCTIVE_PROMPT_WEIGHT = 1.0
-# Ledoit-Wolf style shrinkage of the pooled covariance towards its mean variance; 0.1 and 0.3
-# gave the same answers within 0.5 points on both shared sets (docs/RESULTS.md).
-LDA_SHRINKAGE = 0.1
+# The discriminant's pooled covariance is shrunk towards its own diagonal by min(1, D / n), n the
+# training weight: with n below a few D a lightly shrunk D x D covariance lets the discriminant
+# reproduce any labelling it is given, mistakes included, so co-training stops at its first
+# pseudo-labels (docs/METHOD.md, "Small catalogs"); at n >> D it fades (0.05 on full agnews).
+# label-shift EM: base's probabilities at TransCLIP's text-prior temperature (CLIP's logit scale),
+# priors iterated until none moves by more than the tolerance
+LABELSHIFT_TEMPERATURE = TRANSDUCTIVE_TEMPERATURE
+LABELSHIFT_TOLERANCE = 1e-8
+LABELSHIFT_MAX_ITERATIONS = 10_000
 DISABLED = -np.inf  # score of a class the method cannot estimate (no pseudo-labelled item)
 
 
@@ -187,6 +196,40 @@ def gnb_scorer(moments: ClassMoments) -> Scorer:
     return Scorer(mean / var, np.where(count > 0, bias, DISABLED), quad=-0.5 / var)
 
 
+def label_shift_priors(probs: np.ndarray, fixed: np.ndarray | None = None, tolerance: float = LABELSHIFT_TOLERANCE,
+                       max_iterations: int = LABELSHIFT_MAX_ITERATIONS) -> tuple[np.ndarray, int, bool]:
+    """Class priors re-estimated from a batch by EM (Saerens, Latinne, Decaestecker 2002).
+
+    probs (n, C): each item's posteriors under uniform priors; fixed (n, C) or None: rows whose
+    class is known (one-hot), which count as themselves. E-step: posteriors under the current
+    priors; M-step: priors = their mean. Stops when no prior moves by more than `tolerance`.
+    Returns (priors, iterations, converged)."""
+    n, n_classes = probs.shape
+    priors = np.full(n_classes, 1.0 / n_classes)
+    known = np.zeros(n_classes) if fixed is None else fixed.sum(axis=0)
+    free = probs if fixed is None else probs[fixed.sum(axis=1) == 0]
+    total = len(free) + known.sum()
+    if total == 0:
+        return priors, 0, True
+    for iteration in range(1, max_iterations + 1):
+        weighted = free * priors
+        posteriors = weighted / np.maximum(weighted.sum(axis=1, keepdims=True), 1e-300)
+        new = (posteriors.sum(axis=0) + known) / total
+        moved = float(np.max(np.abs(new - priors)))
+        priors = new
+        if moved <= tolerance:
+            return priors, iteration, True
+    return priors, max_iterations, False
+
+
+def label_shift_scorer(priors: np.ndarray, dim: int, temperature: float = LABELSHIFT_TEMPERATURE) -> Scorer:
+    """score_c = log prior_c + log_softmax(temperature * cos)_c: base's probabilities re-weighted
+    by the priors (a class whose prior is 0 is never chosen)."""
+    with np.errstate(divide="ignore"):
+        bias = np.log(np.asarray(priors, np.float64) * len(priors))
+    return Scorer(np.zeros((len(priors), dim)), bias, None, 1.0, temperature)
+
+
 def transductive_initial(cosines: np.ndarray, temperature: float = TRANSDUCTIVE_TEMPERATURE) -> np.ndarray:
     """The zero-shot text prior: soft assignments softmax(temperature * cos)."""
     return softmax(temperature * cosines)
@@ -207,8 +250,14 @@ def transductive_scorer(stats: LabelStats, temperature: float = TRANSDUCTIVE_TEM
     return Scorer(mean / var, np.where(stats.weight > 0, bias, DISABLED), None, prompt_weight, temperature)
 
 
-def lda_scorer(stats: LabelStats, shrinkage: float = LDA_SHRINKAGE) -> Scorer:
-    """Linear discriminant with the pooled within-class covariance (shrunk), equal priors.
+def lda_shrinkage(dim: int, weight: float) -> float:
+    """The weight of the diagonal target: min(1, D / n) for n items' training weight."""
+    return min(1.0, dim / weight) if weight > 0 else 1.0
+
+
+def lda_scorer(stats: LabelStats, shrinkage: float | None = None) -> Scorer:
+    """Linear discriminant with the pooled within-class covariance shrunk towards its diagonal,
+    equal priors. `shrinkage`: the diagonal's weight; None: lda_shrinkage(D, training weight).
 
     Needs stats collected with the scatter matrix."""
     if stats.scatter.size == 0:
@@ -220,8 +269,11 @@ def lda_scorer(stats: LabelStats, shrinkage: float = LDA_SHRINKAGE) -> Scorer:
     within = (stats.scatter - (mean * stats.weight[:, None]).T @ mean) / total
     within = 0.5 * (within + within.T)
     dim = within.shape[0]
-    target = np.trace(within) / dim
-    within = (1 - shrinkage) * within + shrinkage * max(target, 1e-12) * np.eye(dim)
+    lam = lda_shrinkage(dim, float(total)) if shrinkage is None else shrinkage
+    diagonal = np.diag(within).copy()
+    floor = 1e-12 + 1e-6 * max(float(diagonal.mean()), 0.0)  # a dim no item varies in stays invertible
+    within = (1 - lam) * within
+    within[np.diag_indices(dim)] += lam * np.maximum(diagonal, floor)
     weights = np.linalg.solve(within, mean.T).T
     bias = -0.5 * np.sum(weights * mean, axis=1)
     return Scorer(weights, np.where(stats.weight > 0, bias, DISABLED))
@@ -246,14 +298,31 @@ def margin_threshold(margins: np.ndarray, share: float) -> float:
 def cotrain_targets(labels: list[np.ndarray], margins: list[np.ndarray], thresholds: list[float]):
     """Per view (training label, keep mask) for one co-training round of two views.
 
-    Agreed items keep their shared label; elsewhere a view is taught the other view's answer
-    where that view is confident (margin >= its threshold), and nothing where it is not."""
+    Agreed items keep their shared label; elsewhere a view keeps its own answer where it is
+    confident (margin >= its threshold), is taught the other view's answer where only the other is
+    confident, and gets nothing where neither is. A view's own confident answer comes first: a
+    class one view cannot see (its prompt is poor there) must not overwrite the other view's
+    confident answers for it (docs/METHOD.md, "Small catalogs")."""
     agree = labels[0] == labels[1]
     out = []
     for v in (0, 1):
         other = 1 - v
+        confident_self = margins[v] >= thresholds[v]
         confident_other = margins[other] >= thresholds[other]
-        out.append((np.where(agree, labels[v], labels[other]), agree | confident_other))
+        out.append((np.where(agree | confident_self, labels[v], labels[other]), agree | confident_self | confident_other))
+    return out
+
+
+def second_opinion_targets(labels: list[np.ndarray], margins: list[np.ndarray], thresholds: list[float]):
+    """Per view (label, keep) for calibration: each view judged by the other. Agreed items keep
+    their shared label; elsewhere a view gets the other view's answer where the other is confident,
+    and nothing where it is not. Unlike cotrain_targets, a view's own confident answer is no target
+    here: a temperature fitted on a view's own answers would only learn to trust them."""
+    agree = labels[0] == labels[1]
+    out = []
+    for v in (0, 1):
+        other = 1 - v
+        out.append((np.where(agree, labels[v], labels[other]), agree | (margins[other] >= thresholds[other])))
     return out
 
 
