@@ -21,7 +21,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def run_dir(spark, tmp_path_factory):
-    items, classes, truth = make_catalog(400, 8, 4, seed=5, noise=1.4)
+    # noise 1.2: at 1.4 one item both views get wrong (not an annotation error) is as sure an
+    # answer as a planted error's (0.92 / 0.95 against 0.99 / 0.92), and the audit, which sees only
+    # the model's answers and the label, cannot tell the two apart (since 2026-12-01's cotrain rule)
+    items, classes, truth = make_catalog(400, 8, 4, seed=5, noise=1.2)
     # three planted annotation errors: items both views place right with the widest margins
     # (numpy cosines) get another class's label
     margins = []
