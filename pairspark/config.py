@@ -68,21 +68,34 @@ class RunOptions:
                                   "label contradicts them", ("review", "run"), float)
 
     def __post_init__(self) -> None:
-        for name in ("partitions", "arrow_batch_size", "output_files"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.on_invalid not in ("quarantine", "error"):
-            raise UsageError(f"on_invalid must be quarantine or error, got {self.on_invalid!r}")
-        if not isinstance(self.warm_start, str) or self.warm_start.strip().lower() in ("", "true", "false", "yes", "no", "on",
-                                                                                        "none"):
-            raise UsageError(f"warm_start must be auto, off or a MODEL_DIR, got {self.warm_start!r}")
-        if self.items_reader not in ("auto", "spark", "arrow"):
-            raise UsageError(f"items_reader must be auto, spark or arrow, got {self.items_reader!r}")
-        if self.binary is not None:
-            parse_binary(self.binary)
-        if not 0.0 <= self.review_below <= 1.0:
-            raise UsageError(f"review_below must be a probability in [0, 1], got {self.review_below!r}")
+        for f in fields(self):
+            try:
+                _check_option(f.name, getattr(self, f.name))
+            except ValueError as exc:
+                raise UsageError(f"{f.name}: {exc}") from None
+
+
+def _check_option(name: str, value: Any) -> None:
+    """Raise ValueError (the message without the option's name) when a run option's value is not allowed."""
+    if name in ("partitions", "arrow_batch_size", "output_files"):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"must be an integer >= 1, got {value!r}")
+    elif name in ("on_invalid", "items_reader"):
+        allowed = RUN_OPTIONS[name].metadata["choices"]
+        if value not in allowed:
+            raise ValueError(f"must be {', '.join(allowed[:-1])} or {allowed[-1]}, got {value!r}")
+    elif name == "warm_start":
+        if not isinstance(value, str) or value.strip().lower() in ("", "true", "false", "yes", "no", "on", "none"):
+            raise ValueError(f"must be auto, off or a MODEL_DIR, got {value!r}")
+    elif name == "binary":
+        if value is not None:
+            try:
+                parse_binary(value)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+    elif name == "review_below":
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"must be a probability in [0, 1], got {value!r}")
 
 
 RUN_OPTIONS = {f.name: f for f in fields(RunOptions)}
@@ -123,8 +136,7 @@ def _coerce_param(param: str, value: Any) -> Any:
     try:
         holder._set(**{param: value})
     except TypeError as exc:
-        detail = str(exc).split(". ", 1)[-1]
-        raise UsageError(f"{snake(param)}: {detail}") from None
+        raise ValueError(str(exc).split(". ", 1)[-1]) from None
     return holder.getOrDefault(param)
 
 
@@ -134,18 +146,24 @@ def _coerce_option(name: str, value: Any) -> Any:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise UsageError(f"{name} must be a number, got {value!r}") from None
+            raise ValueError(f"must be a number, got {value!r}") from None
         if isinstance(value, bool) or not math.isfinite(number):
-            raise UsageError(f"{name} must be a finite number, got {value!r}")
+            raise ValueError(f"must be a finite number, got {value!r}")
         return number
     if kind is int:
-        if isinstance(value, bool) or (isinstance(value, float) and (not math.isfinite(value) or value != int(value))):
-            raise UsageError(f"{name} must be an integer, got {value!r}")
         try:
-            return int(value)
+            number = float(value.strip() if isinstance(value, str) else value)
         except (TypeError, ValueError):
-            raise UsageError(f"{name} must be an integer, got {value!r}") from None
+            raise ValueError(f"must be an integer, got {value!r}") from None
+        if isinstance(value, bool) or not math.isfinite(number) or number != int(number):
+            raise ValueError(f"must be an integer, got {value!r}")
+        return int(number)
     return str(value)
+
+
+def _where(key: str, source: str) -> str:
+    """How an error names a setting: the flag the user typed, or the key of the file."""
+    return f"--{key.replace('_', '-')}" if source == "flag" else f"{source}: {key}"
 
 
 def parse_conf(pairs: list[str] | None) -> dict[str, str]:
@@ -164,7 +182,7 @@ def load_settings(config_path: str | Path | None = None, overrides: dict[str, An
     """Defaults, then the TOML file (table [pairspark] or top level; table [spark] for Spark
     settings), then overrides (snake_case names; None means not given) and `conf` (KEY=VALUE)."""
     known = {snake(p): p for p in SETTING_PARAMS}
-    values: dict[str, Any] = {}
+    values: dict[str, tuple[Any, str]] = {}  # key -> (value, where it came from)
     spark_conf: dict[str, str] = {}
     if config_path is not None:
         try:
@@ -180,14 +198,26 @@ def load_settings(config_path: str | Path | None = None, overrides: dict[str, An
         unknown = sorted(set(data) - set(known) - set(RUN_OPTIONS))
         if unknown:
             raise UsageError(f"unknown setting(s) in {config_path}: {', '.join(unknown)}")
-        values.update(data)
+        values.update({k: (v, str(config_path)) for k, v in data.items()})
     for key, value in (overrides or {}).items():
         if value is not None:
             if key not in known and key not in RUN_OPTIONS:
                 raise UsageError(f"unknown setting {key!r}")
-            values[key] = value
-    params = {known[k]: _coerce_param(known[k], v) for k, v in values.items() if k in known}
-    options = replace(RunOptions(), **{k: _coerce_option(k, v) for k, v in values.items() if k in RUN_OPTIONS})
+            values[key] = (value, "flag")
+    params, options = {}, {}
+    for key, (value, source) in values.items():
+        try:
+            if key in known:
+                params[known[key]] = _coerce_param(known[key], value)
+            else:
+                options[key] = _coerce_option(key, value)
+                _check_option(key, options[key])
+        except ValueError as exc:
+            raise UsageError(f"{_where(key, source)}: {exc}") from None
+    options = replace(RunOptions(), **options)
+    holder = HasPairsparkParams()
+    holder._set(**params)
+    holder.check_settings()
     spark_conf.update(parse_conf(conf))
     return Settings(params, options, spark_conf)
 

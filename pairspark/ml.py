@@ -116,6 +116,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
         per row group instead of per Spark partition."""
         if not self.isDefined(self.views) or not self.isDefined(self.classesPath):
             raise UsageError("set classesPath and views, e.g. views='image=image_embedding,text=text_embedding'")
+        self.check_settings()
         views = parse_views(self.getViews())
         spark = dataset.sparkSession
         tables = load_classes(spark, self.getClassesPath(), views, self.classes_format())

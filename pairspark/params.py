@@ -52,28 +52,50 @@ class MarginRule:
         return f"{self.value * 100:g}%" if self.is_quantile else f"{self.value:g}"
 
 
-def _finite_float(value: Any) -> float:
+def _number(value: Any) -> float:
+    """A number as a user gives it: a float or int (a Param, TOML), or its text (a CLI flag:
+    argparse hands every flag over as a string, which pyspark's TypeConverters refuse)."""
     if isinstance(value, bool):
         raise TypeError(f"must be a number, got {value!r}")
-    number = TypeConverters.toFloat(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            raise TypeError(f"must be a number, got {value!r}") from None
+    try:
+        return float(TypeConverters.toFloat(value))
+    except TypeError:
+        raise TypeError(f"must be a number, got {value!r}") from None
+
+
+def _finite_float(value: Any) -> float:
+    number = _number(value)
     if not math.isfinite(number):
         raise TypeError(f"must be a finite number, got {value!r}")
     return number
 
 
+def _float_in(low: float, high: float):
+    def convert(value: Any) -> float:
+        number = _finite_float(value)
+        if not low <= number <= high:
+            raise TypeError(f"must be a number in [{low:g}, {high:g}], got {value!r}")
+        return number
+
+    return convert
+
+
 def _int_at_least(low: int):
     def convert(value: Any) -> int:
-        if isinstance(value, bool):
+        try:
+            number = _number(value)
+        except TypeError:
+            raise TypeError(f"must be an integer, got {value!r}") from None
+        if not math.isfinite(number) or number != int(number):
             raise TypeError(f"must be an integer, got {value!r}")
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise TypeError(f"must be an integer, got {value!r}") from None
-        number = TypeConverters.toInt(value)
         if number < low:
             raise TypeError(f"must be an integer >= {low}, got {value!r}")
-        return number
+        return int(number)
 
     return convert
 
@@ -84,9 +106,9 @@ def _candidates(value: Any) -> int | str:
     try:
         number = _int_at_least(0)(value)
     except TypeError:
-        raise TypeError(f"must be auto, 0 (every class) or an integer >= 2, got {value!r}") from None
-    if number == 1:
-        raise TypeError("must be auto, 0 (every class) or >= 2")
+        number = None
+    if number is None or number == 1:
+        raise TypeError(f"must be auto, 0 (every class) or an integer >= 2, got {value!r}")
     return number
 
 
@@ -161,8 +183,8 @@ class HasPairsparkParams(Params):
         "fit: a class with fewer confident items than this compares on every dim (no usable variance)",
         typeConverter=_int_at_least(1))
     minCosine = Param(
-        Params._dummy(), "minCosine", "fit: confident subset, best-cosine floor (-1: none)",
-        typeConverter=_finite_float)
+        Params._dummy(), "minCosine", "fit: confident subset, best-cosine floor in [-1, 1] (-1: none)",
+        typeConverter=_float_in(-1.0, 1.0))
     minMargin = Param(
         Params._dummy(), "minMargin",
         "fit: confident subset, an absolute top-2 cosine margin (0: keep all) or a share of each view's "
@@ -233,6 +255,15 @@ class HasPairsparkParams(Params):
 
     def getTopK(self) -> int:
         return self.getOrDefault(self.topK)
+
+    def check_settings(self) -> None:
+        """Raise UsageError when Params that are each valid contradict each other (a cap below its
+        floor would silently override it)."""
+        from pairspark.errors import UsageError
+
+        if self.getMaxDims() and self.getMinDims() > self.getMaxDims():
+            raise UsageError(f"min_dims ({self.getMinDims()}) is above max_dims ({self.getMaxDims()}): a pair cannot "
+                             "keep at least the one and at most the other; lower min_dims or raise max_dims (0: no cap)")
 
     # Derived forms the fit and classify code use (read from the Params, never stored apart).
 
