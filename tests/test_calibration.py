@@ -86,3 +86,21 @@ def test_auroc_equals_the_share_of_right_wrong_pairs_ranked_correctly():
     want = np.mean([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs])
     assert cal.auroc(conf, right) == pytest.approx(want)
     assert cal.auroc(conf, np.ones(40, bool)) is None
+
+
+def test_answer_scores_keep_a_scored_methods_own_and_lift_a_winner_just_above_base():
+    from pairspark.core.calibration import answer_scores
+
+    own = np.array([[0.1, 0.5, 0.2]])
+    assert answer_scores(np.array([1]), own, own * 0) is own
+    cos = np.array([[0.30, 0.50, 0.20], [0.9, 0.1, 0.0]])
+    lifted = answer_scores(np.array([2, 0]), None, cos)
+    assert lifted[0, 2] > 0.5 and lifted[0, 2] == np.nextafter(0.5, 1) and lifted[0, :2].tolist() == [0.30, 0.50]
+    assert lifted.argmax(axis=1).tolist() == [2, 0] and lifted[1].tolist()[1:] == [0.1, 0.0]
+
+
+def test_top_k_led_by_the_answer_puts_it_first_even_on_a_tie_it_would_lose():
+    probs = np.array([[0.4, 0.4, 0.2], [0.1, 0.6, 0.3]])
+    index, p = cal.top_k(probs, 2, first=np.array([1, 1]))
+    assert index.tolist() == [[1, 0], [1, 2]] and p.tolist() == [[0.4, 0.4], [0.6, 0.3]]
+    assert cal.top_k(probs, 2)[0].tolist() == [[0, 1], [1, 2]]  # without: the tie goes to the lower index

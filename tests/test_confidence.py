@@ -62,7 +62,7 @@ def test_the_temperatures_are_the_nll_fit_on_the_primary_learners_targets(spark,
         np.testing.assert_allclose(pred[f"{v.name}_confidence"], probs.max(axis=1), rtol=1e-5, atol=1e-6)
 
 
-def test_a_primary_that_only_names_a_winner_takes_base_probabilities(spark, run):
+def test_a_primary_that_only_names_a_winner_is_calibrated_on_base_cosines_with_its_winner_lifted(spark, run):
     items, _, _, _, items_path, model, folder = run
     out = str(folder / "pairwise")
     pipeline.classify(spark, items_path, model, out, load_settings(None, {"methods": "base,pairwise"}))
@@ -71,10 +71,37 @@ def test_a_primary_that_only_names_a_winner_takes_base_probabilities(spark, run)
 
     views, _ = load_model(spark, model)
     for v in views:
-        probs = probabilities(unit_rows64(items[f"{v.name}_embedding"]) @ v.vectors64.T, v.calibration["base"])
         winner = np.array([v.class_ids.index(c) for c in pred[f"{v.name}_pairwise"]])
+        cos = unit_rows64(items[f"{v.name}_embedding"]) @ v.vectors64.T
+        lifted = cos.copy()
+        lifted[np.arange(len(winner)), winner] = np.nextafter(cos.max(axis=1), np.inf)
+        probs = probabilities(lifted, v.calibration["pairwise"])
         np.testing.assert_allclose(pred[f"{v.name}_confidence"], probs[np.arange(len(winner)), winner], rtol=1e-5, atol=1e-6)
+        assert [t[0]["class_id"] for t in pred[f"{v.name}_top"]] == pred[f"{v.name}_class"].tolist()
         assert len(pred[f"{v.name}_top"][0]) == 3  # the default top_k
+        # where the winner is not base's answer, base's answer competes evenly: confidence <= 1/2
+        assert (pred[f"{v.name}_confidence"][winner != cos.argmax(axis=1)] <= 0.5 + 1e-6).all()
+
+
+def test_every_method_as_the_primary_leads_its_top_k_with_its_answer_and_its_confidence(spark, run, tmp_path):
+    """NAME_top[0] is (NAME_class, NAME_confidence) and NAME_top is sorted, whichever method answers."""
+    from pairspark.core.methods import METHODS, primary_method
+
+    items, classes, _, _, items_path, _, folder = run
+    model = str(tmp_path / "every")
+    pipeline.fit(spark, items_path, str(folder / "classes.parquet"), VIEWS, model,
+                 load_settings(None, {"methods": ",".join(METHODS), "warm_start": "off"}))
+    for method in METHODS:
+        assert primary_method((method,)) == method
+        out = str(tmp_path / method)
+        pipeline.classify(spark, items_path, model, out, load_settings(None, {"methods": method}))
+        pred = pd.read_parquet(out)
+        for view in ("image", "text"):
+            assert (pred[f"{view}_class"] == pred[f"{view}_{method}"]).all()
+            for cls, conf, top in zip(pred[f"{view}_class"], pred[f"{view}_confidence"], pred[f"{view}_top"]):
+                scores = [t["score"] for t in top]
+                assert top[0]["class_id"] == cls and top[0]["score"] == pytest.approx(conf), method
+                assert scores == sorted(scores, reverse=True), method
 
 
 def test_enough_verified_labels_calibrate_on_themselves(spark, tmp_path):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pairspark.core.calibration import fit_temperature, probabilities, top_k
+from pairspark.core.calibration import answer_scores, fit_temperature, probabilities, top_k
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
 from pairspark.core.methods import PRIMARY_ORDER, REGISTRY, Batch, calibration_targets
@@ -138,12 +138,13 @@ class ViewModel:
             if method == margin_of:
                 if scores is not None and method != "base":
                     out["margin"] = top_margin(scores)
-                # a method that only names a winner, or was not calibrated at fit (ovr, gnb asked only
-                # at classify; a model from before the method had scores), carries base's
-                calibrated = scores is not None and (method == "base" or method in self.calibration)
-                probs = self.probabilities(method, scores) if calibrated else self.probabilities("base", base.cosines)
+                # a method not calibrated at fit (ovr, gnb asked only at classify; a model from
+                # before the method was calibrated) carries base's probabilities, its answer first
+                own = method == "base" or method in self.calibration
+                probs = self.probabilities(method if own else "base",
+                                           answer_scores(labels, scores if own else None, base.cosines))
                 out["confidence"] = probs[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
-                out["top"], out["top_p"] = top_k(probs, k)
+                out["top"], out["top_p"] = top_k(probs, k, first=labels)
         return out
 
 
@@ -176,9 +177,11 @@ CALIBRATION_MIN_VERIFIED = 20
 
 
 def calibrate(views: list[ViewModel], methods: tuple[str, ...], sample: dict[str, np.ndarray], verified: np.ndarray,
-              base_thresholds: dict[str, float], confident_share: float) -> dict:
+              base_thresholds: dict[str, float], confident_share: float, candidates: int | str = "auto") -> dict:
     """Fit every view's temperatures (ViewModel.calibration) on the driver's sample, in place: for
-    base and each method in `methods` with per-class scores. A temperature is fitted to predict a
+    base and each method in `methods`, on its answer_scores (a tournament's winner lifted above
+    base's cosines; its brackets drawn from the sample's row numbers, `candidates` wide, as classify
+    plays them for items). A temperature is fitted to predict a
     second opinion's answers, never the method's own (its own confident answers it fits perfectly,
     so the fit would run to T -> 0):
 
@@ -194,7 +197,7 @@ def calibrate(views: list[ViewModel], methods: tuple[str, ...], sample: dict[str
     learner = next((m for m in PRIMARY_ORDER if m in methods and REGISTRY[m].iterative), None)
     xs = {v.name: np.asarray(sample[v.name], np.float64) for v in views}
     bases = {v.name: base_assign(xs[v.name], v.vectors64) for v in views}
-    scored = [m for m in dict.fromkeys(("base", *methods)) if REGISTRY[m].scored]
+    scored = list(dict.fromkeys(("base", *methods)))
     n_verified = int((verified >= 0).sum())
     if n_verified >= CALIBRATION_MIN_VERIFIED:
         source = "verified labels"
@@ -209,10 +212,13 @@ def calibrate(views: list[ViewModel], methods: tuple[str, ...], sample: dict[str
     facts: dict = {"fitted_on": source, "views": {}}
     for i, view in enumerate(views):
         x, base = xs[view.name], bases[view.name]
-        batch = Batch(x, base, np.zeros(len(x), np.uint64), None)
+        bracket = resolve_candidates(candidates, view.n_classes)
+        top = top_candidates(base.cosines, bracket) if 0 < bracket < view.n_classes else None
+        batch = Batch(x, base, np.arange(len(x), dtype=np.uint64), top)
         items = {}
         for method in scored:
-            answers, scores = REGISTRY[method].predict(view, batch)
+            answers, scores = REGISTRY[method].predict(view.prepare((method,)), batch)
+            scores = answer_scores(answers, scores, base.cosines)
             if shared is not None:
                 label, keep = shared[i]
             elif not np.array_equal(answers, base.best):

@@ -94,7 +94,8 @@ def fit_views(valid: ItemRows, views: list[View], tables: dict[str, ClassTable],
     ]
     calibration = None
     if valid_items:
-        calibration = calibrate(fitted_views, methods, sample.xs, sample.verified, margins, share)
+        calibration = calibrate(fitted_views, methods, sample.xs, sample.verified, margins, share,
+                                params.getCandidates())
     return FitResult(fitted_views, valid_items, {v.name: int(moments[v.name].count.sum()) for v in views}, method_fits,
                      calibration, sample.reads + passes.reads)
 
