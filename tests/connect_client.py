@@ -23,7 +23,8 @@ import time
 import traceback
 from pathlib import Path
 
-ANSWER_SUFFIXES = ("_class", "_base", "_pairwise", "_cotrain")
+# every output column of a view: its answers, and how sure the primary is (cosine, margin, confidence, top-k)
+ANSWER_SUFFIXES = ("_class", "_base", "_pairwise", "_cotrain", "_base_cosine", "_margin", "_confidence", "_top")
 OUTPUTS = ("fitted", "loaded", "pipeline", "pipeline_loaded")
 
 _stage = "start"
@@ -37,7 +38,7 @@ def stage(name: str) -> None:
 
 
 def answer_columns(columns: list[str]) -> list[str]:
-    """item_id, every NAME_class/_base/_pairwise/_cotrain column (in order), reason."""
+    """item_id, every NAME_<suffix> column of ANSWER_SUFFIXES (in order), reason."""
     return ["item_id", *[c for c in columns if c.endswith(ANSWER_SUFFIXES)], "reason"]
 
 

@@ -75,7 +75,11 @@ def run_client(server, *args: str) -> str:
 
 
 def _answers(spark, folder: Path) -> pd.DataFrame:
-    return spark.read.parquet(str(folder)).toPandas().sort_values("item_id").reset_index(drop=True)
+    """The answers as pandas, NAME_top as its (class_id, score) pairs in text (bit-exact scores)."""
+    frame = spark.read.parquet(str(folder)).toPandas().sort_values("item_id").reset_index(drop=True)
+    for column in [c for c in frame.columns if c.endswith("_top")]:
+        frame[column] = [json.dumps([(t["class_id"], float(t["score"]).hex()) for t in top]) for top in frame[column]]
+    return frame
 
 
 def test_a_connect_client_runs_a_query(server):
@@ -91,8 +95,9 @@ def test_fit_transform_save_load_and_pipeline_over_connect_equal_the_classic_ans
     expected = _answers(spark, tmp_path / "classic" / "answers" / "fitted")
     assert len(expected) == 240 and expected["reason"].isna().all()
     for view in ("image", "text"):
-        for method in ("class", "base", "pairwise", "cotrain"):
+        for method in ("class", "base", "pairwise", "cotrain", "base_cosine", "margin", "confidence", "top"):
             assert expected[f"{view}_{method}"].notna().all()
+        assert (expected[f"{view}_confidence"] > 0).all() and expected[f"{view}_top"].str.len().gt(2).all()
     for name in OUTPUTS:
         classic = _answers(spark, tmp_path / "classic" / "answers" / name)
         pd.testing.assert_frame_equal(classic, expected, obj=f"classic {name} vs classic fitted")

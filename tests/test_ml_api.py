@@ -120,16 +120,27 @@ def _jobs_during(spark, action) -> int:
         spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
 
 
+def _session_conf(spark) -> tuple[dict, dict, dict]:
+    """Everything a stage could change in the session: the static SparkConf, every runtime SQL
+    setting with its current value (`SET -v`: defaults included) and the explicitly set ones (`SET`)."""
+    every = {r["key"]: r["value"] for r in spark.sql("SET -v").collect()}
+    explicit = {r["key"]: r["value"] for r in spark.sql("SET").collect()}
+    return dict(spark.sparkContext.getConf().getAll()), every, explicit
+
+
 def test_transform_runs_no_spark_job_and_fit_transform_leave_the_session_conf_alone(spark, data):
     items, classes_path = data
-    before = dict(spark.sparkContext.getConf().getAll()), spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
-    model = PairwiseTournamentClassifier(classesPath=classes_path, views="image=image_embedding,text=text_embedding",
-                                         methods="base,pairwise").fit(items)
+    before = _session_conf(spark)
+    assert len(before[1]) > 100 and "spark.sql.execution.arrow.maxRecordsPerBatch" in before[1]
+    model = PairwiseTournamentClassifier(classesPath=classes_path, views="image=image_embedding,text=text_embedding").fit(items)
+    assert "cotrain" in model.fitted_methods  # the default methods: every pass and the calibration ran
     out = {}
     assert _jobs_during(spark, lambda: out.setdefault("df", model.transform(items))) == 0
     assert out["df"].where("reason IS NULL").count() == items.count()
-    after = dict(spark.sparkContext.getConf().getAll()), spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
-    assert after == before
+    after = _session_conf(spark)
+    for name, was, now in zip(("SparkConf", "SET -v", "SET"), before, after):
+        changed = {k: (was.get(k), now.get(k)) for k in set(was) | set(now) if was.get(k) != now.get(k)}
+        assert not changed, f"{name} changed: {changed}"
 
 
 def test_the_python_side_sees_only_ids_keys_and_vectors(spark):
