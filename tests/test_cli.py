@@ -40,6 +40,21 @@ def test_console_script_runs_the_pipeline_and_reports_bad_paths(tmp_path):
     assert meta["settings"]["ratio_threshold"] == 1.3 and meta["settings"]["seed"] == 7  # file, then flag
     assert "fit done in" in done.stderr and "classify done in" in done.stderr
 
+    # float settings typed on the command line (argparse hands them over as text)
+    floats = _run("fit", "--items", items_path, "--classes", classes_path, "--views", "image=image_embedding,text=text_embedding",
+                  "--out", str(tmp_path / "floats"), "--ratio-threshold", "1.25", "--min-cosine", "-0.5", "--min-margin", "0.01",
+                  "--master", "local[2]", cwd=tmp_path)
+    assert floats.returncode == 0, floats.stderr[-3000:]
+    meta = json.loads((tmp_path / "floats" / "meta.json").read_text())
+    assert (meta["settings"]["ratio_threshold"], meta["settings"]["min_cosine"]) == (1.25, -0.5)
+    queue = _run("review", "--predictions", str(tmp_path / "out" / "predictions"), "--out", str(tmp_path / "queue"),
+                 "--review-below", "0.8", "--master", "local[1]", cwd=tmp_path)
+    assert queue.returncode == 0, queue.stderr[-3000:]
+    assert json.loads((tmp_path / "queue" / "summary.json").read_text())["below"] == 0.8
+    wrong = _run("review", "--predictions", str(tmp_path / "out" / "predictions"), "--out", str(tmp_path / "q2"),
+                 "--review-below", "1.5", "--master", "local[1]", cwd=tmp_path)
+    assert wrong.returncode == 2 and "--review-below: must be a probability in [0, 1], got 1.5" in wrong.stderr
+
     bad = _run("fit", "--items", str(tmp_path / "missing.parquet"), "--classes", classes_path, "--views", "image=image_embedding",
                "--out", str(tmp_path / "m"), "--master", "local[1]", cwd=tmp_path)
     assert bad.returncode == 2

@@ -10,7 +10,6 @@ from pairspark import pipeline
 from pairspark.config import View, load_settings
 from pairspark.core.calibration import fit_temperature, probabilities
 from pairspark.core.cosine import unit_rows64
-from pairspark.core.methods import calibration_targets
 from pairspark.core.scorers import margin_threshold, top_margin
 from tests.synthetic import make_catalog, write_catalog
 
@@ -41,24 +40,39 @@ def test_confidence_is_the_first_of_the_top_k_which_are_sorted_probabilities_led
             assert top[0]["class_id"] == cls and top[0]["score"] == pytest.approx(c)
 
 
-def test_the_temperatures_are_the_nll_fit_on_the_primary_learners_targets(spark, run):
-    """numpy reference: every item is in the driver's sample (400 < 10,000), so the cotrain
-    temperature is fit_temperature of cotrain's scores on calibration_targets over all items."""
+def test_the_temperatures_are_the_nll_fit_of_held_out_scores_on_second_opinions(spark, run):
+    """numpy reference: every item is in the driver's sample (400 < 10,000). cotrain's rounds are
+    replayed on all items; each row is scored by a discriminant refitted from scratch without its
+    fold (the cycle's targets held fixed); each view's temperature is the NLL fit of those scores on
+    the other view's held-out second opinions."""
     items, classes, meta, pred, *_ = run
+    from pairspark.core.methods import (_mean_stats, calibration_folds, cotrain_round, train_until_repeat,
+                                        training_stats)
+    from pairspark.core.scorers import lda_scorer, second_opinion_targets
     from pairspark.spark.model_io import load_model
 
-    assert meta["calibration"]["fitted_on"] == "cotrain second opinions (each view judged by the other)"
+    assert meta["calibration"]["fitted_on"] == "cotrain second opinions (each view judged by the other, held out)"
     views, _ = load_model(spark, run[5])
+    names = [v.name for v in views]
     xs = {v.name: unit_rows64(items[f"{v.name}_embedding"]) for v in views}
     cos = {v.name: xs[v.name] @ v.vectors64.T for v in views}
-    base_thresholds = [margin_threshold(top_margin(cos[v.name]), 0.3) for v in views]
-    targets = calibration_targets(["image", "text"], xs, cos, {v.name: v.scorers["cotrain"] for v in views},
-                                  base_thresholds, 0.3, np.full(len(items["item_id"]), -1))
+    none = np.full(len(items["item_id"]), -1)
+    trained = train_until_repeat(names, xs, cos, none, [v.min_margin_used for v in views], cotrain_round, 0.3)
+    folds = calibration_folds(len(none))
+    held = {}
+    for i, n in enumerate(names):
+        held[n] = np.empty_like(cos[n])
+        for k in np.unique(folds):
+            rest, fold = folds != k, folds == k
+            parts = [training_stats(xs[n][rest], t[i][0][rest], t[i][1][rest], none[rest], len(views[i].class_ids), True)
+                     for t in trained.cycle_targets]
+            held[n][fold] = lda_scorer(_mean_stats(parts)).scores(xs[n][fold], cos[n][fold])
+    targets = second_opinion_targets([held[n].argmax(axis=1) for n in names], [top_margin(held[n]) for n in names],
+                                     [margin_threshold(top_margin(held[n]), 0.3) for n in names])
     for v, (label, keep) in zip(views, targets):
-        scores = v.scorers["cotrain"].scores(xs[v.name], cos[v.name])
-        want = fit_temperature(scores[keep], label[keep])
+        want = fit_temperature(held[v.name][keep], label[keep])
         assert v.calibration["cotrain"] == pytest.approx(want, rel=1e-6)
-        probs = probabilities(scores, want)
+        probs = probabilities(v.scorers["cotrain"].scores(xs[v.name], cos[v.name]), want)
         np.testing.assert_allclose(pred[f"{v.name}_confidence"], probs.max(axis=1), rtol=1e-5, atol=1e-6)
 
 

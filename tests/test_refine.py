@@ -327,6 +327,11 @@ def test_round_robin_equals_a_brute_force_all_play_all(top_k):
 
 # ---------- cotrain's loop (core/methods.fit_cotrain) over in-memory passes ----------
 
+def _parts(fit):
+    """A Fit's (scorers, facts)."""
+    return fit.scorers, fit.facts
+
+
 class _MemoryPasses:
     """core/methods.Passes over arrays: `sample` is a fixed subset of the rows (or all of them)."""
 
@@ -360,7 +365,7 @@ def test_cotrain_stops_where_its_training_targets_repeat_without_a_pass_when_the
 
     xs, ts, truth, ctx = _cotrain_problem()
     passes = _MemoryPasses(xs, ts, np.arange(len(truth)))
-    scorers, facts = fit_cotrain(passes, ctx)
+    scorers, facts = _parts(fit_cotrain(passes, ctx))
     assert facts["converged"] and facts["passes"] == 0 == passes.passes and facts["period"] >= 1
     # replaying the loop by hand: the targets after `rounds` rounds are the ones `period` rounds before
     current, thresholds, states = None, [ctx.margins["a"], ctx.margins["b"]], []
@@ -380,10 +385,10 @@ def test_cotrain_on_a_sample_ends_with_one_pass_that_fits_every_item():
     xs, ts, truth, ctx = _cotrain_problem(per_class=90)
     rows = np.arange(0, len(truth), 3)
     passes = _MemoryPasses(xs, ts, rows)
-    scorers, facts = fit_cotrain(passes, ctx)
+    scorers, facts = _parts(fit_cotrain(passes, ctx))
     assert facts["passes"] == 1 == passes.passes and facts["sample_items"] == len(rows) < len(truth)
-    sample_only, _ = fit_cotrain(_MemoryPasses({n: x[rows] for n, x in xs.items()}, ts, np.arange(len(rows))),
-                                 ctx.__class__(**{**ctx.__dict__, "valid_items": len(rows)}))
+    sample_only = fit_cotrain(_MemoryPasses({n: x[rows] for n, x in xs.items()}, ts, np.arange(len(rows))),
+                                 ctx.__class__(**{**ctx.__dict__, "valid_items": len(rows)})).scorers
     cos_sample = {n: xs[n][rows] @ ts[n].T for n in xs}
     thresholds = [float(np.quantile(top_margin(sample_only[n].scores(xs[n][rows], cos_sample[n])), 0.3)) for n in "ab"]
     targets = cotrain_round(["a", "b"], xs, {n: xs[n] @ ts[n].T for n in xs}, sample_only, thresholds)
@@ -441,7 +446,7 @@ def test_selftrain_keeps_what_reproduces_a_prompt_that_misses_its_cluster_is_rep
 
     xs, ts, truth, _ = _cotrain_problem(per_class=120)
     ctx = _one_view(xs, ts, "b")  # view b's prompt for class 1 points at class 2's cluster
-    scorers, facts = fit_selftrain(_MemoryPasses({"b": xs["b"]}, ts, np.arange(len(truth))), ctx)
+    scorers, facts = _parts(fit_selftrain(_MemoryPasses({"b": xs["b"]}, ts, np.arange(len(truth))), ctx))
     fact = facts["views"]["b"]
     assert fact["trusted"] and fact["converged"] and np.median(fact["reproduced"]) >= 0.5
     cos = xs["b"] @ ts["b"].T
@@ -454,7 +459,7 @@ def test_selftrain_falls_back_to_base_where_its_changes_do_not_reproduce():
     rng = np.random.default_rng(3)
     xs = {"a": normalize_rows(rng.normal(size=(400, 12)))}  # no cluster structure: any change is drift
     ts = {"a": normalize_rows(rng.normal(size=(5, 12)))}
-    scorers, facts = fit_selftrain(_MemoryPasses(xs, ts, np.arange(400)), _one_view(xs, ts, "a"))
+    scorers, facts = _parts(fit_selftrain(_MemoryPasses(xs, ts, np.arange(400)), _one_view(xs, ts, "a")))
     assert not facts["views"]["a"]["trusted"] and np.median(facts["views"]["a"]["reproduced"]) < 0.5
     cos = xs["a"] @ ts["a"].T
     np.testing.assert_array_equal(scorers["a"].predict(xs["a"], cos), cos.argmax(axis=1))
@@ -465,7 +470,7 @@ def test_selftrain_on_a_sample_refits_a_kept_view_in_one_pass_over_every_item():
 
     xs, ts, truth, _ = _cotrain_problem(per_class=150)
     passes = _MemoryPasses({"b": xs["b"]}, ts, np.arange(0, len(truth), 2))
-    scorers, facts = fit_selftrain(passes, _one_view(xs, ts, "b"))
+    scorers, facts = _parts(fit_selftrain(passes, _one_view(xs, ts, "b")))
     assert facts["views"]["b"]["trusted"] and facts["passes"] == 1 == passes.passes
     cos = xs["b"] @ ts["b"].T
     assert (scorers["b"].predict(xs["b"], cos) == truth).mean() > (cos.argmax(axis=1) == truth).mean() + 0.05
@@ -478,7 +483,7 @@ def _cotrain_accuracy(xs, ts, truth):
     from pairspark.core.methods import FitContext, fit_cotrain
 
     margins = {n: float(np.quantile(top_margin(xs[n] @ ts[n].T), 0.3)) for n in xs}
-    scorers, _ = fit_cotrain(_MemoryPasses(xs, ts, np.arange(len(truth))), FitContext(list(xs), ts, {}, margins, len(truth), 0.3))
+    scorers, _ = _parts(fit_cotrain(_MemoryPasses(xs, ts, np.arange(len(truth))), FitContext(list(xs), ts, {}, margins, len(truth), 0.3)))
     out = {}
     for n in xs:
         cos = xs[n] @ ts[n].T
@@ -562,7 +567,7 @@ def test_labelshift_on_a_sample_ends_with_one_pass_whose_priors_are_every_items_
     xs = {"a": normalize_rows(t[truth] + 0.6 * rng.normal(size=(200, 5)))}
     ts = {"a": normalize_rows(t + 0.05)}
     rows = np.arange(0, 200, 2)
-    scorers, facts = fit_labelshift(_MemoryPasses(xs, ts, rows), FitContext(["a"], ts, {}, {"a": 0.0}, 200, 0.3))
+    scorers, facts = _parts(fit_labelshift(_MemoryPasses(xs, ts, rows), FitContext(["a"], ts, {}, {"a": 0.0}, 200, 0.3)))
     assert facts["passes"] == 1 and facts["converged"]
     probs = softmax(LABELSHIFT_TEMPERATURE * (xs["a"] @ ts["a"].T))
     sample_priors, _, _ = label_shift_priors(probs[rows])
@@ -582,3 +587,38 @@ def test_calibrations_second_opinion_targets_never_take_a_views_own_answer_where
     # item 0 agreed; item 1: b confident -> a's target is 2; item 2: a confident -> b's target is 2; item 3: none
     assert keep_a.tolist() == [True, True, False, False] and label_a[:2].tolist() == [0, 2]
     assert keep_b.tolist() == [True, False, True, False] and label_b[[0, 2]].tolist() == [0, 2]
+
+
+# ---------- held-out scores for calibration (core/methods.held_out_scores) ----------
+
+def test_held_out_scores_equal_a_discriminant_refitted_from_scratch_without_each_fold():
+    from pairspark.core.methods import (CALIBRATION_FOLDS, _mean_stats, calibration_folds, cotrain_round, held_out_scores,
+                                        train_until_repeat, training_stats)
+
+    xs, ts, truth, ctx = _cotrain_problem(seed=3)
+    names = ["a", "b"]
+    cos = {n: xs[n] @ ts[n].T for n in names}
+    verified = np.full(len(truth), -1)
+    verified[[0, 70, 140]] = truth[[0, 70, 140]]  # a verified row is held out like any other
+    trained = train_until_repeat(names, xs, cos, verified, [ctx.margins[n] for n in names], cotrain_round, 0.3)
+    held = held_out_scores(names, xs, cos, verified, trained.cycle_stats, trained.cycle_targets)
+    folds = calibration_folds(len(truth))
+    assert sorted(np.bincount(folds).tolist()) == [24] * CALIBRATION_FOLDS
+    for v, n in enumerate(names):
+        for k in range(CALIBRATION_FOLDS):
+            rest, fold = folds != k, folds == k
+            parts = [training_stats(xs[n][rest], t[v][0][rest], t[v][1][rest], verified[rest], 4, with_scatter=True)
+                     for t in trained.cycle_targets]
+            want = lda_scorer(_mean_stats(parts)).scores(xs[n][fold], cos[n][fold])
+            np.testing.assert_allclose(held[n][fold], want, rtol=1e-7, atol=1e-7)
+    # the model that trained on the rows is surer of them than the held-out ones are
+    full = trained.model["a"].scores(xs["a"], cos["a"])
+    assert np.median(top_margin(full)) > np.median(top_margin(held["a"]))
+
+
+def test_label_stats_less_a_part_empty_a_class_left_with_no_weight():
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    whole = LabelStats.from_labels(x, np.array([0, 1, 1]), 2, with_scatter=True)
+    rest = whole - LabelStats.from_labels(x[:1], np.array([0]), 2, with_scatter=True)
+    assert rest.weight.tolist() == [0.0, 2.0] and rest.sums[0].tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(rest.scatter, x[1:].T @ x[1:])

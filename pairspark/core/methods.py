@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -110,13 +110,26 @@ class FitContext:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """What a method's fit loop gives: its scorer per view, facts for meta.json (at least
+    {"passes": passes over the items}), and, for a discriminant trained on the driver's sample, that
+    sample scored by discriminants fitted without each row's fold (held_out_scores), per view: the
+    confidence is calibrated on those (core/model.calibrate). A view missing from held_out is
+    scored by its fitted scorer (a method whose fit reproduces no label of its own)."""
+
+    scorers: dict[str, Scorer]
+    facts: dict
+    held_out: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     summary: str
     predict: Callable[[ViewModel, Batch], Prediction]
-    # iterative methods: (passes, context) -> (scorer per view, facts: at least {"passes": passes
-    # over the items}); None: nothing to fit beyond the confident statistics and masks every model has
-    fit: Callable[[Passes, FitContext], tuple[dict[str, Scorer], dict]] | None = None
+    # iterative methods: (passes, context) -> Fit; None: nothing to fit beyond the confident
+    # statistics and masks every model has
+    fit: Callable[[Passes, FitContext], Fit] | None = None
     min_views: int = 1
     # whether predict returns per-class scores; the methods that only name a winner take base's
     # probabilities for their confidence (core/calibration.py)
@@ -143,7 +156,7 @@ def _fitted(name: str) -> Callable[[ViewModel, Batch], Prediction]:
     return lambda model, batch: _scored(model.scorers[name], batch)
 
 
-def fit_centroid(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dict]:
+def fit_centroid(passes: Passes, ctx: FitContext) -> Fit:
     """Iteration 1 from the confident base subset's means, then re-assign every item by cosine to
     the new centroids and re-average, CENTROID_ITERATIONS in all."""
     scorers = {n: centroid_scorer(LabelStats(ctx.moments[n].count.astype(float), ctx.moments[n].sums,
@@ -158,10 +171,10 @@ def fit_centroid(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], di
 
         stats = passes.stats(labeller)
         scorers = {n: centroid_scorer(stats[n], ctx.class_vectors[n]) for n in ctx.views}
-    return scorers, {"passes": CENTROID_ITERATIONS - 1}
+    return Fit(scorers, {"passes": CENTROID_ITERATIONS - 1})
 
 
-def fit_transductive(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dict]:
+def fit_transductive(passes: Passes, ctx: FitContext) -> Fit:
     """EM: z from the text prior, then TRANSDUCTIVE_ITERATIONS (M-step, E-step) rounds."""
     current: dict[str, Scorer] | None = None
     for _ in range(TRANSDUCTIVE_ITERATIONS):
@@ -180,10 +193,10 @@ def fit_transductive(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer]
 
         stats = passes.stats(labeller)
         current = {n: transductive_scorer(stats[n]) for n in ctx.views}
-    return current, {"passes": TRANSDUCTIVE_ITERATIONS}
+    return Fit(current, {"passes": TRANSDUCTIVE_ITERATIONS})
 
 
-def fit_labelshift(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dict]:
+def fit_labelshift(passes: Passes, ctx: FitContext) -> Fit:
     """Class priors by EM on the driver's sample (core/scorers.label_shift_priors: base's
     probabilities at LABELSHIFT_TEMPERATURE, a verified row counting as its class). When the
     sample is not every item, one pass over all items then takes the mean of every item's
@@ -221,7 +234,7 @@ def fit_labelshift(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], 
         priors = {n: stats[n].weight / max(stats[n].weight.sum(), 1e-300) for n in names}
         facts["passes"] = 1
     log.info("labelshift: priors %s", {n: np.round(p, 3).tolist() for n, p in priors.items()})
-    return {n: label_shift_scorer(priors[n], sample[n].shape[1]) for n in names}, facts
+    return Fit({n: label_shift_scorer(priors[n], sample[n].shape[1]) for n in names}, facts)
 
 
 def cotrain_round(names: list[str], xs: dict[str, np.ndarray], cosines: dict[str, np.ndarray],
@@ -252,12 +265,17 @@ Targets = Callable[[list[str], dict[str, np.ndarray], dict[str, np.ndarray], "di
 
 @dataclass(frozen=True)
 class Trained:
-    """Discriminants trained on a fixed set of rows until their training targets repeat."""
+    """Discriminants trained on a fixed set of rows until their training targets repeat, with what
+    they were fitted on: the statistics of each round of the cycle (the model is fitted on their
+    mean) and each round's (training label, keep) per view, so that a row's own contribution can be
+    taken out again (held_out_scores)."""
 
     model: dict[str, Scorer]
     rounds: int
     converged: bool
     period: int | None
+    cycle_stats: tuple[dict[str, LabelStats], ...] = ()
+    cycle_targets: tuple[list[tuple[np.ndarray, np.ndarray]], ...] = ()
 
 
 def train_until_repeat(names: list[str], xs: dict[str, np.ndarray], cosines: dict[str, np.ndarray],
@@ -275,12 +293,13 @@ def train_until_repeat(names: list[str], xs: dict[str, np.ndarray], cosines: dic
     current: dict[str, Scorer] | None = None
     seen: dict[bytes, int] = {}
     history: list[dict[str, LabelStats]] = []
-    cycle: list[dict[str, LabelStats]] | None = None
+    targets_seen: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    start: int | None = None
     for _ in range(COTRAIN_MAX_ROUNDS):
         targets = targets_of(names, xs, cosines, current, thresholds, verified)
         state = hashlib.sha256(b"".join(np.where(keep, label, -1).astype(np.int64).tobytes() for label, keep in targets)).digest()
         if state in seen:
-            cycle = history[seen[state]:]
+            start = seen[state]
             break
         stats = {n: training_stats(xs[n], label, keep, verified, n_classes[n], with_scatter=True)
                  for n, (label, keep) in zip(names, targets)}
@@ -289,12 +308,61 @@ def train_until_repeat(names: list[str], xs: dict[str, np.ndarray], cosines: dic
                              "about any item and the views agree on none)")
         seen[state] = len(history)
         history.append(stats)
+        targets_seen.append(targets)
         current = {n: lda_scorer(stats[n]) for n in names}
         thresholds = [margin_threshold(top_margin(current[n].scores(xs[n], cosines[n])), confident_share) for n in names]
-    converged = cycle is not None
-    cycle = cycle if converged else history[-1:]
+    converged = start is not None
+    start = start if converged else len(history) - 1
+    cycle = history[start:]
     model = {n: lda_scorer(_mean_stats([c[n] for c in cycle])) for n in names}
-    return Trained(model, len(history), converged, len(cycle) if converged else None)
+    return Trained(model, len(history), converged, len(cycle) if converged else None, tuple(cycle),
+                   tuple(targets_seen[start:]))
+
+
+# The driver's sample is split into this many folds to score each row by a discriminant fitted
+# without its fold (held_out_scores): confidence is calibrated on answers the learner did not
+# train on (docs/METHOD.md, "Confidence").
+CALIBRATION_FOLDS = 10
+CALIBRATION_FOLD_SEED = 0
+
+
+def calibration_folds(rows: int) -> np.ndarray:
+    """(rows,) fold index of each sample row: a seeded permutation dealt round robin (folds differ
+    in size by at most one row)."""
+    folds = np.empty(rows, np.int64)
+    folds[np.random.default_rng(CALIBRATION_FOLD_SEED).permutation(rows)] = np.arange(rows) % CALIBRATION_FOLDS
+    return folds
+
+
+def held_out_scores(names: list[str], xs: dict[str, np.ndarray], cosines: dict[str, np.ndarray], verified: np.ndarray,
+                    cycle_stats, cycle_targets) -> dict[str, np.ndarray]:
+    """Per view, every row's discriminant scores from a discriminant fitted on the same statistics
+    less its own fold's rows (their training labels in each round of the cycle, verified rows at
+    their weight): K-fold cross-fitting of the final fit, with the training targets held fixed.
+    A discriminant scores the rows it trained on as if it had always been right about them (it
+    reproduces its own pseudo-labels, and a verified label it was given); a temperature fitted on
+    those scores runs to 0. Cheap: one scatter of the sample in all and K solves per view."""
+    rows = len(verified)
+    folds = calibration_folds(rows)
+    out = {}
+    for v, name in enumerate(names):
+        scores = np.empty((rows, cosines[name].shape[1]))
+        for k in range(CALIBRATION_FOLDS):
+            fold = np.flatnonzero(folds == k)
+            if not len(fold):
+                continue
+            parts = []
+            for stats, targets in zip(cycle_stats, cycle_targets):
+                label, keep = targets[v]
+                own = training_stats(xs[name][fold], label[fold], keep[fold], verified[fold], len(stats[name].weight),
+                                     with_scatter=True)
+                parts.append(stats[name] - own)
+            rest = _mean_stats(parts)
+            if rest.weight.sum() <= 0:  # nothing trained outside this fold: no held-out model
+                raise UsageError("calibration: every training item of a view is in one fold")
+            scores[fold] = lda_scorer(rest).scores(xs[name][fold], cosines[name][fold])
+        out[name] = scores
+    return out
 
 
 def _sample_cosines(names: list[str], sample: dict[str, np.ndarray], ctx: FitContext) -> dict[str, np.ndarray]:
@@ -302,18 +370,23 @@ def _sample_cosines(names: list[str], sample: dict[str, np.ndarray], ctx: FitCon
 
 
 def _final_pass(passes: Passes, names: list[str], model: dict[str, Scorer], thresholds: list[float],
-                targets_of: Targets) -> dict[str, Scorer]:
-    """One pass over every item: discriminants fitted on the targets the trained ones give."""
+                targets_of: Targets, sample: dict[str, np.ndarray], sample_cos: dict[str, np.ndarray],
+                sample_verified: np.ndarray) -> tuple[dict[str, Scorer], dict[str, np.ndarray]]:
+    """One pass over every item: discriminants fitted on the targets the trained ones give; and the
+    sample's held-out scores under them (the sample's rows are among the items and their targets
+    the same function of the same rows, so their folds' contributions can be taken out again)."""
 
     def labeller(xs, cosines, verified):
         return {n: training_stats(xs[n], label, keep, verified, cosines[n].shape[1], with_scatter=True)
                 for n, (label, keep) in zip(names, targets_of(names, xs, cosines, model, thresholds, verified))}
 
     stats = passes.stats(labeller)
-    return {n: lda_scorer(stats[n]) for n in names}
+    targets = targets_of(names, sample, sample_cos, model, thresholds, sample_verified)
+    return ({n: lda_scorer(stats[n]) for n in names},
+            held_out_scores(names, sample, sample_cos, sample_verified, [stats], [targets]))
 
 
-def fit_cotrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dict]:
+def fit_cotrain(passes: Passes, ctx: FitContext) -> Fit:
     """Co-training of two per-view discriminants (core/scorers.py), run to convergence.
 
     The rounds run on the driver's fixed sample (every valid item up to COTRAIN_SAMPLE) until their
@@ -330,10 +403,13 @@ def fit_cotrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dic
     facts = {"passes": 0, "rounds": trained.rounds, "converged": trained.converged, "period": trained.period,
              "sample_items": int(len(sample[names[0]]))}
     if len(sample[names[0]]) >= ctx.valid_items:  # the sample is every item
-        return trained.model, facts
+        return Fit(trained.model, facts, held_out_scores(names, sample, sample_cos, sample_verified, trained.cycle_stats,
+                                                         trained.cycle_targets))
     thresholds = [margin_threshold(top_margin(trained.model[n].scores(sample[n], sample_cos[n])), ctx.confident_share)
                   for n in names]
-    return _final_pass(passes, names, trained.model, thresholds, cotrain_round), {**facts, "passes": 1}
+    model, held_out = _final_pass(passes, names, trained.model, thresholds, cotrain_round, sample, sample_cos,
+                                  sample_verified)
+    return Fit(model, {**facts, "passes": 1}, held_out)
 
 
 def selftrain_round(names: list[str], xs: dict[str, np.ndarray], cosines: dict[str, np.ndarray],
@@ -372,7 +448,7 @@ def reproducibility(base: np.ndarray, first: np.ndarray, second: np.ndarray) -> 
     return float(np.sum(changed & (first == second)) / np.sum(changed))
 
 
-def fit_selftrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], dict]:
+def fit_selftrain(passes: Passes, ctx: FitContext) -> Fit:
     """Each view alone teaches itself a shrunk-covariance discriminant from its confident answers
     (train_until_repeat with selftrain_round), on the driver's sample; kept only where its changes
     to base reproduce on disjoint halves of the sample, else the view answers by base cosine."""
@@ -383,6 +459,7 @@ def fit_selftrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], d
     rng = np.random.default_rng(SELFTRAIN_SEED)
     splits = [rng.permutation(rows) for _ in range(SELFTRAIN_SPLITS)]
     model: dict[str, Scorer] = {}
+    held_out: dict[str, np.ndarray] = {}
     views: dict[str, dict] = {}
     for n in names:
         x, cos = sample[n], sample_cos[n]
@@ -405,29 +482,31 @@ def fit_selftrain(passes: Passes, ctx: FitContext) -> tuple[dict[str, Scorer], d
                  "targets repeat" if trained.converged else "NOT converged", trained.rounds, rows,
                  ", ".join(f"{r:.2f}" for r in scores), "kept" if trusted else "falls back to base")
         model[n] = trained.model[n] if trusted else base_scorer(*np.shape(ctx.class_vectors[n]))
+        if trusted and rows >= ctx.valid_items:
+            held_out.update(held_out_scores([n], {n: x}, {n: cos}, sample_verified, trained.cycle_stats,
+                                            trained.cycle_targets))
         views[n] = {"rounds": trained.rounds, "converged": trained.converged, "period": trained.period,
                     "reproduced": [round(r, 4) for r in scores], "trusted": trusted}
     facts = {"passes": 0, "sample_items": rows, "views": views}
     learn = [n for n in names if views[n]["trusted"]]
     if not learn or rows >= ctx.valid_items:
-        return model, facts
+        return Fit(model, facts, held_out)
     thresholds = [margin_threshold(top_margin(model[n].scores(sample[n], sample_cos[n])), ctx.confident_share)
                   for n in learn]
-    return {**model, **_final_pass(passes, learn, model, thresholds, selftrain_round)}, {**facts, "passes": 1}
+    final, held_out = _final_pass(passes, learn, model, thresholds, selftrain_round, sample, sample_cos, sample_verified)
+    return Fit({**model, **final}, {**facts, "passes": 1}, held_out)
 
 
-def calibration_targets(names: list[str], xs: dict[str, np.ndarray], cosines: dict[str, np.ndarray],
-                        learned: dict[str, Scorer] | None, base_thresholds: list[float], confident_share: float,
+def calibration_targets(names: list[str], scores: dict[str, np.ndarray], thresholds: list[float],
                         verified: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per view the (label, keep) its temperatures are fitted on (core/calibration.py), on the
-    driver's sample, from the primary learner's final discriminants (base's cosines when no learner
-    ran): with two views each view judged by the other (core/scorers.second_opinion_targets), with
-    one view selftrain's round."""
-    thresholds = base_thresholds if learned is None else [
-        margin_threshold(top_margin(learned[n].scores(xs[n], cosines[n])), confident_share) for n in names]
-    if len(names) == 2:
-        return cotrain_round(names, xs, cosines, learned, thresholds, verified, rule=second_opinion_targets)
-    return selftrain_round(names, xs, cosines, learned, thresholds, verified)
+    """Per view of two the (label, keep) its temperatures are fitted on (core/model.calibrate): each
+    view judged by the other (core/scorers.second_opinion_targets) from `scores`, the primary
+    learner's held-out scores of the driver's sample (base's cosines when no learner ran), with
+    `thresholds` on their margins; a verified row is judged by its verified class."""
+    targets = second_opinion_targets([scores[n].argmax(axis=1) for n in names], [top_margin(scores[n]) for n in names],
+                                     thresholds)
+    fixed = verified >= 0
+    return [(np.where(fixed, verified, label), keep | fixed) for label, keep in targets]
 
 
 def _entry(*methods: Method) -> dict[str, Method]:

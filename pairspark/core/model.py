@@ -177,48 +177,64 @@ CALIBRATION_MIN_VERIFIED = 20
 
 
 def calibrate(views: list[ViewModel], methods: tuple[str, ...], sample: dict[str, np.ndarray], verified: np.ndarray,
-              base_thresholds: dict[str, float], confident_share: float, candidates: int | str = "auto") -> dict:
+              base_thresholds: dict[str, float], confident_share: float, candidates: int | str = "auto",
+              held_out: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
     """Fit every view's temperatures (ViewModel.calibration) on the driver's sample, in place: for
     base and each method in `methods`, on its answer_scores (a tournament's winner lifted above
     base's cosines; its brackets drawn from the sample's row numbers, `candidates` wide, as classify
-    plays them for items). A temperature is fitted to predict a
-    second opinion's answers, never the method's own (its own confident answers it fits perfectly,
-    so the fit would run to T -> 0):
+    plays them for items). A learner's scores are its `held_out` ones (core/methods.Fit: each
+    sample row scored by a discriminant fitted without its fold), never those of the discriminant
+    that trained on the row: that one reproduces its own training labels, and its temperature would
+    run to 0. A temperature is fitted to predict a second opinion's answers, never the method's own:
 
     * verified labels, when the sample holds at least CALIBRATION_MIN_VERIFIED;
-    * two views: core/methods.calibration_targets from the primary learner (the agreed items and
-      the other view's confident answers);
+    * two views: core/methods.calibration_targets from the primary learner's held-out scores (the
+      agreed items and the other view's confident answers);
     * one view: base's confident answers (margin >= the fit's threshold), or, for a method that
       answers as base does on every sample item (base itself, selftrain fallen back to base),
       gnb's confident answers (gnb fitted on the confident base subset).
 
     Returns what was fitted, for meta.json."""
+    held_out = held_out or {}
     names = [v.name for v in views]
     learner = next((m for m in PRIMARY_ORDER if m in methods and REGISTRY[m].iterative), None)
     xs = {v.name: np.asarray(sample[v.name], np.float64) for v in views}
     bases = {v.name: base_assign(xs[v.name], v.vectors64) for v in views}
-    scored = list(dict.fromkeys(("base", *methods)))
+
+    def scores_of(view: ViewModel, method: str, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """(answers, answer_scores) of a method on the sample, held out where the fit gave them."""
+        own = held_out.get(method, {}).get(view.name)
+        if own is not None:
+            return own.argmax(axis=1), own
+        answers, scores = REGISTRY[method].predict(view.prepare((method,)), batch)
+        return answers, answer_scores(answers, scores, batch.base.cosines)
+
+    batches = {}
+    for view in views:
+        base = bases[view.name]
+        bracket = resolve_candidates(candidates, view.n_classes)
+        top = top_candidates(base.cosines, bracket) if 0 < bracket < view.n_classes else None
+        batches[view.name] = Batch(xs[view.name], base, np.arange(len(xs[view.name]), dtype=np.uint64), top)
     n_verified = int((verified >= 0).sum())
     if n_verified >= CALIBRATION_MIN_VERIFIED:
         source = "verified labels"
         shared = [(verified, verified >= 0)] * len(views)
     elif len(views) == 2:
-        source = f"{learner or 'base'} second opinions (each view judged by the other)"
-        learned = {v.name: v.scorers[learner] for v in views} if learner else None
-        shared = calibration_targets(names, xs, {n: b.cosines for n, b in bases.items()}, learned,
-                                     [base_thresholds[n] for n in names], confident_share, verified)
+        source = f"{learner or 'base'} second opinions (each view judged by the other, held out)"
+        if learner:
+            opinion = {v.name: scores_of(v, learner, batches[v.name])[1] for v in views}
+            thresholds = [margin_threshold(top_margin(opinion[n]), confident_share) for n in names]
+        else:
+            opinion, thresholds = {n: b.cosines for n, b in bases.items()}, [base_thresholds[n] for n in names]
+        shared = calibration_targets(names, opinion, thresholds, verified)
     else:
         source, shared = "a second opinion: base's confident answers, gnb's for methods that answer as base", None
     facts: dict = {"fitted_on": source, "views": {}}
     for i, view in enumerate(views):
         x, base = xs[view.name], bases[view.name]
-        bracket = resolve_candidates(candidates, view.n_classes)
-        top = top_candidates(base.cosines, bracket) if 0 < bracket < view.n_classes else None
-        batch = Batch(x, base, np.arange(len(x), dtype=np.uint64), top)
         items = {}
-        for method in scored:
-            answers, scores = REGISTRY[method].predict(view.prepare((method,)), batch)
-            scores = answer_scores(answers, scores, base.cosines)
+        for method in dict.fromkeys(("base", *methods)):
+            answers, scores = scores_of(view, method, batches[view.name])
             if shared is not None:
                 label, keep = shared[i]
             elif not np.array_equal(answers, base.best):

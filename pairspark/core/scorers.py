@@ -116,6 +116,16 @@ class LabelStats:
         return LabelStats(self.weight + other.weight, self.sums + other.sums, self.sumsq + other.sumsq,
                           self.scatter + other.scatter)
 
+    def __sub__(self, other: LabelStats) -> LabelStats:
+        """These sums less a part of them (held-out fits). A class left with no weight (up to the
+        sums' rounding) is emptied, so that it counts as untrained, not as a mean of rounding."""
+        weight = self.weight - other.weight
+        gone = weight <= 1e-9 * np.maximum(self.weight, 1.0)
+        weight[gone] = 0.0
+        sums, sumsq = self.sums - other.sums, self.sumsq - other.sumsq
+        sums[gone], sumsq[gone] = 0.0, 0.0
+        return LabelStats(weight, sums, sumsq, self.scatter - other.scatter)
+
     @property
     def means(self) -> np.ndarray:
         safe = np.where(self.weight > 0, self.weight, 1.0)[:, None]

@@ -67,6 +67,7 @@ def fit_views(valid: ItemRows, views: list[View], tables: dict[str, ClassTable],
     margins = margin_thresholds(sample, views, rule)
     passes = SparkPasses(valid, views, tables, sample, Confident(params.getMinCosine(), margins))
     scorers: dict[str, dict[str, Scorer]] = {v.name: {} for v in views}
+    held_out: dict[str, dict] = {}  # per method, the sample's held-out scores per view (core/methods.Fit)
     method_fits: dict[str, dict] = {}
     share = rule.value if rule.is_quantile else DEFAULT_CONFIDENT_SHARE
     names = [v.name for v in views]
@@ -81,12 +82,13 @@ def fit_views(valid: ItemRows, views: list[View], tables: dict[str, ClassTable],
     first = [m for m in loops if not REGISTRY[m].needs_moments]
     if len(sample.verified):  # an empty sample is a complete one (draw_sample): no valid item
         for method in first:
-            _fit_method(method, passes, FitContext(names, vectors, {}, margins, bound, share), method_fits, scorers)
+            _fit_method(method, passes, FitContext(names, vectors, {}, margins, bound, share), method_fits, scorers,
+                        held_out)
     moments, valid_items = passes.moments()
     if valid_items:
         for method in (m for m in loops if REGISTRY[m].needs_moments):
             _fit_method(method, passes, FitContext(names, vectors, moments, margins, valid_items, share), method_fits,
-                        scorers)
+                        scorers, held_out)
     fitted_views = [
         fit_view(v.name, v.column, tables[v.name].class_ids, tables[v.name].vectors, moments[v.name],
                  params.mask_settings(), margins[v.name], scorers[v.name])
@@ -95,15 +97,17 @@ def fit_views(valid: ItemRows, views: list[View], tables: dict[str, ClassTable],
     calibration = None
     if valid_items:
         calibration = calibrate(fitted_views, methods, sample.xs, sample.verified, margins, share,
-                                params.getCandidates())
+                                params.getCandidates(), held_out)
     return FitResult(fitted_views, valid_items, {v.name: int(moments[v.name].count.sum()) for v in views}, method_fits,
                      calibration, sample.reads + passes.reads)
 
 
-def _fit_method(method: str, passes: SparkPasses, context: FitContext, method_fits: dict, scorers: dict) -> None:
+def _fit_method(method: str, passes: SparkPasses, context: FitContext, method_fits: dict, scorers: dict,
+                held_out: dict) -> None:
     start = time.perf_counter()
-    fitted, facts = REGISTRY[method].fit(passes, context)
-    method_fits[method] = {**facts, "seconds": round(time.perf_counter() - start, 2),
+    fit = REGISTRY[method].fit(passes, context)
+    method_fits[method] = {**fit.facts, "seconds": round(time.perf_counter() - start, 2),
                            "confident_share": context.confident_share}
-    for name, scorer in fitted.items():
+    for name, scorer in fit.scorers.items():
         scorers[name][method] = scorer
+    held_out[method] = fit.held_out
