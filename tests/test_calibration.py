@@ -23,24 +23,58 @@ def test_ece_of_a_hand_computed_case():
     assert cal.expected_calibration_error(cal.reliability(np.zeros(0), np.zeros(0, bool))) is None
 
 
-def test_fit_temperature_finds_the_brute_force_minimum_and_skips_impossible_labels():
+def test_fit_temperature_finds_the_brute_force_minimum_of_the_answers_log_loss():
+    """The fitted T minimises the weighted binary log-loss of 'the answer is right' under the
+    answer's probability (a share in [0, 1] counts as a soft outcome); a row whose answer is scored
+    -inf is left out; nothing to fit on gives 1.0."""
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(200, 4)) * 3
-    labels = np.where(rng.random(200) < 0.7, scores.argmax(axis=1), rng.integers(0, 4, 200))
+    answers = scores.argmax(axis=1)
+    right = np.where(rng.random(200) < 0.7, 1.0, np.where(rng.random(200) < 0.5, 0.0, 0.5))
+    weights = rng.uniform(0.5, 2.0, 200)
     grid = np.exp(np.linspace(np.log(0.05), np.log(50), 4001))
 
-    def nll(t):
+    def loss(t):  # log p and log(1 - p) each from their own sum of exponentials (no rounding of p to 1)
         z = scores / t
         z = z - z.max(axis=1, keepdims=True)
-        return -np.mean(z[np.arange(200), labels] - np.log(np.exp(z).sum(axis=1)))
+        e = np.exp(z)
+        rows = np.arange(200)
+        log_all = np.log(e.sum(axis=1))
+        log_p = z[rows, answers] - log_all
+        log_rest = np.log(e.sum(axis=1) - e[rows, answers] + 1e-300) - log_all
+        return -np.sum(weights * (right * log_p + (1 - right) * log_rest)) / weights.sum()
 
-    best = grid[np.argmin([nll(t) for t in grid])]
-    assert cal.fit_temperature(scores, labels) == pytest.approx(best, rel=2e-3)
-    disabled = scores.copy()
-    disabled[:, 3] = -np.inf
-    keep = labels != 3
-    assert cal.fit_temperature(disabled, labels) == pytest.approx(cal.fit_temperature(scores[keep, :3], labels[keep]), rel=1e-6)
-    assert cal.fit_temperature(np.zeros((0, 3)), np.zeros(0, np.int64)) == 1.0
+    best = grid[np.argmin([loss(t) for t in grid])]
+    assert cal.fit_temperature(scores, answers, right, weights) == pytest.approx(best, rel=2e-3)
+    disabled = np.vstack([scores, np.full((1, 4), -np.inf)])
+    with_dead_row = cal.fit_temperature(disabled, np.append(answers, 0), np.append(right, 1.0), np.append(weights, 1.0))
+    assert with_dead_row == pytest.approx(cal.fit_temperature(scores, answers, right, weights), rel=1e-9)
+    assert cal.fit_temperature(np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0)) == 1.0
+
+
+def test_a_second_opinion_that_is_often_wrong_lowers_the_answers_probability_to_its_rate():
+    """Noisy targets (they confirm the answer 60% of the time, else name the class the scores rank
+    last): the answer's mean probability comes out near 0.6. The multi-class likelihood of the
+    targets would also have to give those last-ranked classes probability, and lands far lower."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    scores = rng.normal(size=(n, 5))
+    scores[:, 0] += 4.0  # every answer is class 0, by a wide margin
+    answers = scores.argmax(axis=1)
+    confirms = rng.random(n) < 0.6
+    targets = np.where(confirms, answers, scores.argmin(axis=1))
+    rows = np.arange(n)
+    t = cal.fit_temperature(scores, answers, (targets == answers).astype(float))
+    assert abs(cal.probabilities(scores, t)[rows, answers].mean() - confirms.mean()) < 0.04
+
+    def multiclass_nll(temp):
+        z = scores / temp
+        z = z - z.max(axis=1, keepdims=True)
+        return -np.mean(z[rows, targets] - np.log(np.exp(z).sum(axis=1)))
+
+    grid = np.exp(np.linspace(np.log(0.1), np.log(100), 2001))
+    multi = grid[np.argmin([multiclass_nll(g) for g in grid])]
+    assert cal.probabilities(scores, multi)[rows, answers].mean() < confirms.mean() - 0.1
 
 
 def test_probabilities_keep_the_argmax_and_give_a_disabled_class_zero():

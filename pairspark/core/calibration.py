@@ -1,11 +1,12 @@
 """Confidence: per-class probabilities for a view's answer, and how well they are calibrated.
 
 A method's per-class scores become probabilities softmax(scores / T), one temperature T per view
-and method, fitted at fit time by the negative log-likelihood of calibration targets on the
-driver's sample (core/methods.calibration_targets: the verified labels when there are enough,
-else each view judged by the other view through the primary learner). Temperature scaling keeps each item's ranking
-of classes, so the answer stays the argmax, and a single number per (view, method) fits in the
-model's metadata. docs/METHOD.md, "Confidence", has what was measured and what was tried.
+and method, fitted at fit time on the driver's sample (core/model.calibrate) so that the
+probability of each answer predicts whether a second opinion confirms it: the other view's
+zero-shot answer, the view's own confident answers with one view, and verified labels where
+there are some. Temperature scaling keeps each item's ranking of classes, so the answer stays the
+argmax, and a single number per (view, method) fits in the model's metadata. docs/METHOD.md,
+"Confidence", has what was measured and what was tried.
 
 Also here: the calibration metrics evaluate and scripts/compare report, written once so that
 both agree with a hand-computed case (tests/test_calibration.py): expected calibration error over
@@ -34,35 +35,46 @@ def probabilities(scores: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp(log_softmax(scores / temperature))
 
 
-def _mean_nll(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, log_t: float) -> float:
-    logp = log_softmax(scores / np.exp(log_t))[np.arange(len(labels)), labels]
-    return float(-(weights * logp).sum() / weights.sum())
+def _mean_nll(scores: np.ndarray, answers: np.ndarray, right: np.ndarray, weights: np.ndarray, log_t: float) -> float:
+    """Weighted mean binary log-loss of `right` (in [0, 1]) under p = softmax(scores / T)[answer]."""
+    logp = log_softmax(scores / np.exp(log_t))[np.arange(len(answers)), answers]
+    log_not = np.log(-np.expm1(np.minimum(logp, -1e-300)))  # log(1 - p), finite where p rounds to 1
+    return float(-(weights * (right * logp + (1 - right) * log_not)).sum() / weights.sum())
 
 
-def fit_temperature(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """The T minimising the (weighted) mean negative log-likelihood of `labels` under
-    softmax(scores / T). Rows whose label the method scores -inf are left out (no T explains
-    them). 1.0 when nothing is left to fit on."""
+def fit_temperature(scores: np.ndarray, answers: np.ndarray, right: np.ndarray,
+                    weights: np.ndarray | None = None) -> float:
+    """The T whose probability of each row's answer, softmax(scores / T)[answer], best predicts
+    whether the answer is right (`right`: 1, 0, or a share in between), by the weighted mean binary
+    log-loss: the confidence is a claim about the answer only, so only the answer's probability is
+    fitted (a multi-class likelihood would also fit the probability of the class a second opinion
+    names when it disagrees, and a noisy second opinion then flattens every probability). Golden
+    section over log T in [T_MIN, T_MAX]; 1.0 when there is nothing to fit on."""
     scores = np.asarray(scores, np.float64)
-    labels = np.asarray(labels, np.int64)
-    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
-    usable = np.isfinite(scores[np.arange(len(labels)), labels]) if len(labels) else np.zeros(0, bool)
-    scores, labels, weights = scores[usable], labels[usable], weights[usable]
-    if len(labels) == 0 or weights.sum() <= 0:
+    answers = np.asarray(answers, np.int64)
+    right = np.asarray(right, np.float64)
+    weights = np.ones(len(answers)) if weights is None else np.asarray(weights, np.float64)
+    usable = np.isfinite(scores[np.arange(len(answers)), answers]) if len(answers) else np.zeros(0, bool)
+    scores, answers, right, weights = scores[usable], answers[usable], right[usable], weights[usable]
+    if len(answers) == 0 or weights.sum() <= 0:
         return 1.0
     lo, hi = np.log(T_MIN), np.log(T_MAX)
     ratio = (np.sqrt(5.0) - 1) / 2
+
+    def loss(log_t: float) -> float:
+        return _mean_nll(scores, answers, right, weights, log_t)
+
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = _mean_nll(scores, labels, weights, a), _mean_nll(scores, labels, weights, b)
+    fa, fb = loss(a), loss(b)
     for _ in range(80):  # the bracket shrinks by 0.618 each step: far below 1e-6 in log T
         if fa <= fb:
             hi, b, fb = b, a, fa
             a = hi - ratio * (hi - lo)
-            fa = _mean_nll(scores, labels, weights, a)
+            fa = loss(a)
         else:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
-            fb = _mean_nll(scores, labels, weights, b)
+            fb = loss(b)
     return float(np.exp((lo + hi) / 2))
 
 

@@ -497,18 +497,6 @@ def fit_selftrain(passes: Passes, ctx: FitContext) -> Fit:
     return Fit({**model, **final}, {**facts, "passes": 1}, held_out)
 
 
-def calibration_targets(names: list[str], scores: dict[str, np.ndarray], thresholds: list[float],
-                        verified: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per view of two the (label, keep) its temperatures are fitted on (core/model.calibrate): each
-    view judged by the other (core/scorers.second_opinion_targets) from `scores`, the primary
-    learner's held-out scores of the driver's sample (base's cosines when no learner ran), with
-    `thresholds` on their margins; a verified row is judged by its verified class."""
-    targets = second_opinion_targets([scores[n].argmax(axis=1) for n in names], [top_margin(scores[n]) for n in names],
-                                     thresholds)
-    fixed = verified >= 0
-    return [(np.where(fixed, verified, label), keep | fixed) for label, keep in targets]
-
-
 def _entry(*methods: Method) -> dict[str, Method]:
     return {m.name: m for m in methods}
 

@@ -9,8 +9,8 @@ import numpy as np
 from pairspark.core.calibration import answer_scores, fit_temperature, probabilities, top_k
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
-from pairspark.core.methods import PRIMARY_ORDER, REGISTRY, Batch, calibration_targets
-from pairspark.core.scorers import Scorer, gnb_scorer, margin_threshold, ovr_masks, top_margin
+from pairspark.core.methods import CALIBRATION_FOLDS, REGISTRY, Batch
+from pairspark.core.scorers import Scorer, gnb_scorer, margin_threshold, ovr_masks, second_opinion_targets, top_margin
 from pairspark.core.stats import ClassMoments
 from pairspark.core.tournament import pair_coefficients, pair_weights, resolve_candidates
 
@@ -171,78 +171,87 @@ def fit_view(
     )
 
 
-# below this many verified items in the driver's sample, temperatures are fitted on the label-free
-# calibration targets (a temperature from a handful of items is noise)
-CALIBRATION_MIN_VERIFIED = 20
+# verified labels and the label-free second opinion are fitted together, the second opinion
+# weighing as much as this many labelled items: a handful of labels moves the temperature only as
+# far as they agree among themselves, many labels decide it (docs/METHOD.md, "Confidence")
+CALIBRATION_PRIOR_ITEMS = 20
+
+
+def second_opinions(views: list[ViewModel], bases: dict, base_thresholds: dict[str, float]
+                    ) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Per view the label-free (label, keep) its confidence is fitted to predict, on the driver's
+    sample: with two views the OTHER view's zero-shot (base) answers, where the two base answers
+    agree or the other one is confident (core/scorers.second_opinion_targets): never trained, so
+    their mistakes are not taught to agree with the view's learned answers (the other view's learned
+    answers would be: co-training makes the views agree, on their mistakes too). With one view None:
+    calibrate takes the view's own confident answers."""
+    if len(views) != 2:
+        return [None] * len(views)
+    names = [v.name for v in views]
+    return second_opinion_targets([bases[n].best for n in names], [bases[n].margin for n in names],
+                                  [base_thresholds[n] for n in names])
 
 
 def calibrate(views: list[ViewModel], methods: tuple[str, ...], sample: dict[str, np.ndarray], verified: np.ndarray,
               base_thresholds: dict[str, float], confident_share: float, candidates: int | str = "auto",
               held_out: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
-    """Fit every view's temperatures (ViewModel.calibration) on the driver's sample, in place: for
-    base and each method in `methods`, on its answer_scores (a tournament's winner lifted above
-    base's cosines; its brackets drawn from the sample's row numbers, `candidates` wide, as classify
-    plays them for items). A learner's scores are its `held_out` ones (core/methods.Fit: each
-    sample row scored by a discriminant fitted without its fold), never those of the discriminant
-    that trained on the row: that one reproduces its own training labels, and its temperature would
-    run to 0. A temperature is fitted to predict a second opinion's answers, never the method's own:
+    """Fit every view's temperatures (ViewModel.calibration) on the driver's sample, in place, for
+    base and each method in `methods`: T such that the probability of a method's answer,
+    softmax(answer_scores / T)[answer], predicts whether a second opinion confirms the answer
+    (core/calibration.fit_temperature), never whether the method agrees with itself:
 
-    * verified labels, when the sample holds at least CALIBRATION_MIN_VERIFIED;
-    * two views: core/methods.calibration_targets from the primary learner's held-out scores (the
-      agreed items and the other view's confident answers);
-    * one view: base's confident answers (margin >= the fit's threshold), or, for a method that
-      answers as base does on every sample item (base itself, selftrain fallen back to base),
-      gnb's confident answers (gnb fitted on the confident base subset).
+    * the scores are a learner's `held_out` ones (core/methods.Fit: each sample row scored by a
+      discriminant fitted without its fold): the discriminant that trained on a row reproduces its
+      training label there, and a temperature fitted on that runs to 0;
+    * the second opinion: with two views the other view's zero-shot answers (second_opinions);
+      with one view the view's base answers where base is confident, or, for a method that answers
+      as base on every sample item (base itself, selftrain fallen back to base), gnb's confident
+      answers (gnb fitted on the confident base subset);
+    * verified labels in the sample: each labelled row weighs 1 and the second opinion as much as
+      CALIBRATION_PRIOR_ITEMS labelled rows in all.
 
+    A tournament's answer_scores are base's cosines with its winner lifted; its brackets are drawn
+    from the sample's row numbers, `candidates` wide, as classify plays them for items.
     Returns what was fitted, for meta.json."""
     held_out = held_out or {}
-    names = [v.name for v in views]
-    learner = next((m for m in PRIMARY_ORDER if m in methods and REGISTRY[m].iterative), None)
     xs = {v.name: np.asarray(sample[v.name], np.float64) for v in views}
     bases = {v.name: base_assign(xs[v.name], v.vectors64) for v in views}
-
-    def scores_of(view: ViewModel, method: str, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        """(answers, answer_scores) of a method on the sample, held out where the fit gave them."""
-        own = held_out.get(method, {}).get(view.name)
-        if own is not None:
-            return own.argmax(axis=1), own
-        answers, scores = REGISTRY[method].predict(view.prepare((method,)), batch)
-        return answers, answer_scores(answers, scores, batch.base.cosines)
-
-    batches = {}
-    for view in views:
-        base = bases[view.name]
+    labelled = verified >= 0
+    n_verified = int(labelled.sum())
+    opinions = second_opinions(views, bases, base_thresholds)
+    source = ("the other view's zero-shot answers" if len(views) == 2 else
+              "the view's own confident answers (base's, or gnb's for methods that answer as base)")
+    if n_verified:
+        source = f"{n_verified} verified labels, and {source} weighing as {CALIBRATION_PRIOR_ITEMS} labels"
+    facts: dict = {"fitted_on": source, "held_out_folds": CALIBRATION_FOLDS, "views": {}}
+    for view, opinion in zip(views, opinions):
+        x, base = xs[view.name], bases[view.name]
         bracket = resolve_candidates(candidates, view.n_classes)
         top = top_candidates(base.cosines, bracket) if 0 < bracket < view.n_classes else None
-        batches[view.name] = Batch(xs[view.name], base, np.arange(len(xs[view.name]), dtype=np.uint64), top)
-    n_verified = int((verified >= 0).sum())
-    if n_verified >= CALIBRATION_MIN_VERIFIED:
-        source = "verified labels"
-        shared = [(verified, verified >= 0)] * len(views)
-    elif len(views) == 2:
-        source = f"{learner or 'base'} second opinions (each view judged by the other, held out)"
-        if learner:
-            opinion = {v.name: scores_of(v, learner, batches[v.name])[1] for v in views}
-            thresholds = [margin_threshold(top_margin(opinion[n]), confident_share) for n in names]
-        else:
-            opinion, thresholds = {n: b.cosines for n, b in bases.items()}, [base_thresholds[n] for n in names]
-        shared = calibration_targets(names, opinion, thresholds, verified)
-    else:
-        source, shared = "a second opinion: base's confident answers, gnb's for methods that answer as base", None
-    facts: dict = {"fitted_on": source, "views": {}}
-    for i, view in enumerate(views):
-        x, base = xs[view.name], bases[view.name]
+        batch = Batch(x, base, np.arange(len(x), dtype=np.uint64), top)
         items = {}
         for method in dict.fromkeys(("base", *methods)):
-            answers, scores = scores_of(view, method, batches[view.name])
-            if shared is not None:
-                label, keep = shared[i]
+            own = held_out.get(method, {}).get(view.name)
+            if own is not None:
+                answers, scores = own.argmax(axis=1), own
+            else:
+                answers, scores = REGISTRY[method].predict(view.prepare((method,)), batch)
+                scores = answer_scores(answers, scores, base.cosines)
+            if opinion is not None:
+                label, keep = opinion
             elif not np.array_equal(answers, base.best):
                 label, keep = base.best, base.margin >= base_thresholds[view.name]
             else:
-                opinion = view.gnb.scores(x, base.cosines)
-                label, keep = opinion.argmax(axis=1), top_margin(opinion) >= margin_threshold(top_margin(opinion), confident_share)
-            view.calibration[method] = fit_temperature(scores[keep], label[keep])
-            items[method] = int(keep.sum())
+                gnb = view.gnb.scores(x, base.cosines)
+                label, keep = gnb.argmax(axis=1), top_margin(gnb) >= margin_threshold(top_margin(gnb), confident_share)
+            keep = keep & ~labelled
+            weights = keep.astype(np.float64)
+            if n_verified:  # the second opinion as a prior worth CALIBRATION_PRIOR_ITEMS labels
+                weights *= CALIBRATION_PRIOR_ITEMS / max(int(keep.sum()), 1)
+                weights[labelled] = 1.0
+            label = np.where(labelled, verified, label)
+            used = weights > 0
+            view.calibration[method] = fit_temperature(scores[used], answers[used], (answers == label)[used], weights[used])
+            items[method] = int(used.sum())
         facts["views"][view.name] = {"items": items, "temperature": dict(view.calibration)}
     return facts

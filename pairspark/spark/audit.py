@@ -5,7 +5,13 @@ Audit score, per item (documented in README.md, "Audit"):
   before it existed use the rank of NAME_margin among all items' margins in that view, in [0, 1]
   (from 1,000 approximate quantiles: margins of different methods have different scales);
   * label_contradicted_by_both_views: the two views agree with each other, not with the label:
-    raw = 1 + min(confidence of the two views)   (so these rank above the kinds below)
+    raw = 1 + min(confidence of the two views)   (so these rank above the kinds below), plus 1
+    when both views' zero-shot answers (NAME_base, when the predictions have them) name the same
+    class too: every answer the embeddings give contradicts the label. The learned answers of two
+    views are trained together and can share a mistake; the zero-shot ones never trained at all,
+    so an item they confirm has the strongest case against its label. Such an item may still be
+    rightly labelled (its embeddings sit in another class's region): the audit cannot tell, and
+    lists it with the label errors for a person to check
   * label_matches_neither_view: the views disagree and neither matches the label: raw = min(confidences)
   * views_disagree: the views disagree (one may match the label): raw = min(confidences)
   * label_contradicted_by_view (one view only): score = its confidence
@@ -67,7 +73,11 @@ def audit_predictions(predictions: DataFrame, views: list[str], label_col: str |
         low = F.least(*conf)
         off_both = has_label & (cls[0] != label) & (cls[1] != label)
         kind = (F.when(off_both & agree, KINDS[0]).when(off_both, KINDS[1]).when(~agree, KINDS[2]))
-        score = F.when(off_both & agree, 1.0 + low).when(kind.isNotNull(), low)
+        zero_shot = [f"{v}_base" for v in views]
+        unanimous = ((F.col(zero_shot[0]) == cls[0]) & (F.col(zero_shot[1]) == cls[0])
+                     if all(c in df.columns for c in zero_shot) else F.lit(False))
+        score = (F.when(off_both & agree, 1.0 + low + F.coalesce(unanimous, F.lit(False)).cast("double"))
+                 .when(kind.isNotNull(), low))
     else:
         kind = F.when(has_label & (cls[0] != label), KINDS[3])
         score = F.when(kind.isNotNull(), conf[0])
