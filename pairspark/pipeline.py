@@ -340,6 +340,11 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
         if verified is not None:
             report["counts"]["verified_excluded"] = verified  # every metric is over the other items
         report["primary_method"] = info["primary_method"]
+        basis = confidence_basis(fs, info)
+        if basis:
+            report["confidence_basis"] = basis
+            if basis.get("warning"):
+                log.warning("confidence: %s", basis["warning"])
         report["predictions"] = fs.qualify(predictions_dir)
         report["created_at"] = _now()
         suspects = _suspects(spark, predictions, info, label_col, show_cols or [])
@@ -363,6 +368,31 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
             tracker.json(report, "report/metrics.json")
             tracker.text(page, "report/report.html")
     return report
+
+
+def confidence_basis(fs: FileSystem, info: dict) -> dict | None:
+    """What the predictions' confidence was calibrated on (the model's meta.json), and a warning
+    where that cannot support a calibrated number: no verified labels (the report says how it errs)."""
+    meta_path = f"{info.get('model', '')}/meta.json"
+    if not info.get("model") or not fs.exists(meta_path):
+        return None
+    calibration = fs.read_json(meta_path).get("calibration") or {}
+    fitted_on = calibration.get("fitted_on")
+    if not fitted_on:
+        return None
+    basis = {"fitted_on": fitted_on}
+    if "verified labels" not in fitted_on:
+        if len(info.get("views", [])) == 2:
+            basis["warning"] = ("no verified labels: each view's confidence says how often the other view's zero-shot "
+                                "answer confirms answers like this one. Where both views mistake one class for another "
+                                "the same way it overstates, and where the other view's zero-shot answers are weak it "
+                                "understates. A few verified labels per class (--labels) calibrate it on them.")
+        else:
+            basis["warning"] = ("one view and no verified labels: there is no second opinion, so the confidence is "
+                                "fitted to the view's own confident answers and overstates on the classes the view "
+                                "confuses; read it as a ranking. A few verified labels per class (--labels) calibrate it "
+                                "on them.")
+    return basis
 
 
 def _predictions_info(fs: FileSystem, predictions_dir: str) -> dict:

@@ -169,6 +169,7 @@ th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
 img{max-width:100%;margin:0.5em 1em 1em 0;vertical-align:top}
 h2{border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:1.6em}
 .note{color:#555;font-size:13px}
+.warning{color:#8a4b00;background:#fff6e5;padding:6px}
 """
 
 
@@ -192,6 +193,11 @@ def _confidence_section(report: dict, figures: dict[str, bytes]) -> str:
     primary = report.get("primary_method", "")
     parts = [f"<h2>Confidence ({html.escape(primary)})</h2><p class='note'>NAME_confidence: the calibrated probability "
              "that NAME_class is right (docs/METHOD.md, \"Confidence\").</p>"]
+    basis = report.get("confidence_basis")
+    if basis:
+        parts.append(f"<p>Calibrated on: {html.escape(basis['fitted_on'])}.</p>")
+        if basis.get("warning"):
+            parts.append(f"<p class='warning'><b>Warning:</b> {html.escape(basis['warning'])}</p>")
     if report.get("review"):
         r = report["review"]
         parts.append(f"<p>Review queue (<code>review/</code>): <b>{r['items']}</b> items; the first view "

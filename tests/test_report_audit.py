@@ -77,6 +77,10 @@ def test_metrics_json_carries_class_counts_and_suspects_show_item_columns(run_di
             assert sum(metrics["class_counts"][view][method].values()) == metrics["counts"]["items"]
     page = (folder / "run" / "report" / "report.html").read_text()
     assert f"title {int(planted[0][5:])}" in page  # a planted error, shown with its title
+    # no verified labels: the report says what the confidence was calibrated on and how it errs
+    basis = metrics["confidence_basis"]
+    assert basis["fitted_on"] == "the other view's zero-shot answers" and "overstates" in basis["warning"]
+    assert "Calibrated on: the other view&#x27;s zero-shot answers" in page and "<b>Warning:</b> no verified labels" in page
 
 
 def test_audit_ranks_first_the_items_every_answer_contradicts_and_writes_parquet_and_csv(spark, run_dir, tmp_path):
