@@ -205,7 +205,52 @@ def report(argv) -> int:
     return 0
 
 
+
+
+def family_table(after, before, k):
+    """Per (family, tag): mean over views of base, LDA, default without labels, default with labels
+    (before, after), and the worst view's (default - ref) and the views below ref - 0.5."""
+    bmap = {r["catalog"]: r for r in before or []}
+    groups = {}
+    for r, v, d in _rows(after, k):
+        ref = [max(b, l, n) for b, l, n in zip(d["base"], d["lda"], d["nolabels"])]
+        b = bmap.get(r["catalog"])
+        bl = [x[v]["labels"] for x in b["labels"][str(k)]] if b and str(k) in b["labels"] else None
+        for key in ((r["family"], r["tag"]), ("ALL", r["tag"])):
+            groups.setdefault(key, []).append((np.mean(d["base"]), np.mean(d["lda"]), np.mean(d["nolabels"]),
+                                               np.mean(bl) if bl else np.nan, np.mean(d["labels"]), np.mean(ref),
+                                               np.mean(bl) - np.mean(ref) if bl else np.nan, np.mean(d["labels"]) - np.mean(ref)))
+    lines = [f"\nk = {k}: per family, mean over views (x100); gap = default with labels - max(base, LDA, no labels), "
+             "mean over draws per view; 'miss' = views whose gap < -0.5",
+             "| family | tag | views | base | LDA labels | no labels | before | after | before gap mean / worst / miss | after gap mean / worst / miss |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (fam, tag), g in sorted(groups.items(), key=lambda kv: (kv[0][0] == "ALL", kv[0])):
+        a = np.array(g, float)
+        m = lambda i: f"{100 * np.nanmean(a[:, i]):.1f}"
+        gap = lambda i: (f"{100 * np.nanmean(a[:, i]):+.1f} / {100 * np.nanmin(a[:, i]):+.1f} / {int(np.sum(a[:, i] < -0.005))}"
+                         if np.isfinite(a[:, i]).any() else "-")
+        lines.append(f"| {fam} | {tag} | {len(g)} | {m(0)} | {m(1)} | {m(2)} | {m(3)} | {m(4)} | {gap(6)} | {gap(7)} |")
+    return lines
+
+
+def families(argv) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("after", type=Path)
+    p.add_argument("--before", type=Path)
+    p.add_argument("--labels", default="5,20")
+    a = p.parse_args(argv)
+    after = json.loads(a.after.read_text())
+    before = json.loads(a.before.read_text()) if a.before else None
+    lines = []
+    for k in a.labels.split(","):
+        lines += family_table(after, before, int(k))
+    print("\n".join(lines))
+    return 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "report":
         sys.exit(report(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "families":
+        sys.exit(families(sys.argv[2:]))
     sys.exit(collect(sys.argv[1:]))

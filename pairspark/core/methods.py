@@ -113,7 +113,7 @@ def smoothed_temperature(scores: np.ndarray, labels: np.ndarray, smoothing: floa
 
     def loss(log_t: float) -> float:
         logp = log_softmax(np.where(finite, scores, -np.inf) / np.exp(log_t))
-        return float(-np.where(target > 0, target * logp, 0.0).sum() / n)
+        return float(-(target * np.where(target > 0, logp, 0.0)).sum() / n)
 
     lo, hi = np.log(1e-4), np.log(1e4)
     ratio = (np.sqrt(5.0) - 1) / 2
