@@ -535,8 +535,10 @@ def reproducibility(base: np.ndarray, first: np.ndarray, second: np.ndarray) -> 
 
 def fit_selftrain(passes: Passes, ctx: FitContext) -> Fit:
     """Each view alone teaches itself a shrunk-covariance discriminant from its confident answers
-    (train_until_repeat with selftrain_round), on the driver's sample; kept only where its changes
-    to base reproduce on disjoint halves of the sample, else the view answers by base cosine."""
+    (train_until_repeat with selftrain_round), on the driver's sample; kept where verified labels of
+    two classes or more start and anchor it (labelled_start), else only where its changes to base
+    reproduce on every one of SELFTRAIN_SPLITS splits into disjoint halves; else the view answers by
+    base cosine."""
     names = list(ctx.views)
     sample, sample_verified = passes.sample()
     sample_cos = _sample_cosines(names, sample, ctx)
