@@ -21,6 +21,7 @@ import numpy as np
 
 from pairspark.core.cosine import BaseAssignment
 from pairspark.core.scorers import (
+    DISABLED,
     LabelStats,
     Scorer,
     base_scorer,
@@ -29,6 +30,7 @@ from pairspark.core.scorers import (
     label_shift_priors,
     label_shift_scorer,
     lda_scorer,
+    log_softmax,
     margin_threshold,
     ovr_scores,
     second_opinion_targets,
@@ -95,6 +97,81 @@ def training_stats(x: np.ndarray, labels: np.ndarray, keep: np.ndarray | None, v
     if is_verified.any():
         stats = stats + LabelStats.from_labels(x, verified, n_classes, is_verified, with_scatter).scaled(VERIFIED_WEIGHT)
     return stats
+
+
+def smoothed_temperature(scores: np.ndarray, labels: np.ndarray, smoothing: float) -> float:
+    """The T minimising the cross-entropy of softmax(scores / T) against each row's label smoothed by
+    `smoothing` (1 - smoothing on the label, the rest spread evenly over the other columns), by golden
+    section over log T in [1e-4, 1e4] as core/calibration.fit_temperature. Unlike the plain
+    likelihood, it has a finite minimum when the scores rank every label first (T would run to 0 and
+    any source that is right on a few labels would outweigh every other)."""
+    n, c = scores.shape
+    finite = np.isfinite(scores)  # a class a source cannot score takes no share of the smoothing
+    target = np.where(finite, smoothing / np.maximum(finite.sum(axis=1, keepdims=True) - 1, 1), 0.0)
+    target[np.arange(n), labels] = 1.0 - smoothing
+    target /= target.sum(axis=1, keepdims=True)
+
+    def loss(log_t: float) -> float:
+        logp = log_softmax(np.where(finite, scores, -np.inf) / np.exp(log_t))
+        return float(-(target * np.where(target > 0, logp, 0.0)).sum() / n)
+
+    lo, hi = np.log(1e-4), np.log(1e4)
+    ratio = (np.sqrt(5.0) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(80):
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = loss(b)
+    return float(np.exp((lo + hi) / 2))
+
+
+def labelled_start(x: np.ndarray, cosines: np.ndarray, verified: np.ndarray) -> np.ndarray | None:
+    """(n, C) round-1 scores of one view given verified labels (docs/METHOD.md, "Verified labels"):
+    the zero-shot evidence and the labels' own discriminant multiplied as two experts, each tempered
+    on the verified rows (smoothed_temperature over the labelled classes, the labels smoothed by the
+    rule of succession: a source right on all k of a class's k labels is right on the next with
+    probability (k + 1) / (k + 2), k the mean number of labels per labelled class),
+
+        log_softmax(cos / T_zs) + log_softmax(lda / T_lab),
+
+    lda = lda_scorer on the verified rows alone (shrinkage min(1, D / n), as every discriminant here),
+    T_lab fitted on its scores cross-fitted over CALIBRATION_FOLDS folds of the verified rows (in-sample
+    scores would always be right). So each source weighs what it is worth on the labels: prompts that
+    disagree with the labels get a large T_zs (flat), a discriminant on few or unseparable labels a
+    large T_lab; more labels per class make the discriminant surer and heavier. A class with no
+    verified row gets the labels' uniform log-probability (they say nothing about it): it keeps its
+    zero-shot evidence. None with fewer than two labelled classes (no discriminant to fit)."""
+    n_classes = cosines.shape[1]
+    rows = np.flatnonzero(verified >= 0)
+    labelled = np.bincount(verified[rows], minlength=n_classes) > 0
+    if labelled.sum() < 2:
+        return None
+    x_rows, y = x[rows], verified[rows]
+    stats = LabelStats.from_labels(x_rows, y, n_classes, with_scatter=True)
+    held = np.full((len(rows), n_classes), DISABLED)
+    folds = calibration_folds(len(rows))
+    for k in range(CALIBRATION_FOLDS):
+        fold = folds == k
+        if not fold.any():
+            continue
+        rest = stats - LabelStats.from_labels(x_rows[fold], y[fold], n_classes, with_scatter=True)
+        if (rest.weight > 0).sum() >= 2:
+            held[fold] = lda_scorer(rest).scores(x_rows[fold], cosines[rows][fold])
+    smoothing = 1.0 / (len(rows) / labelled.sum() + 2.0)
+    cols = np.flatnonzero(labelled)
+    y_cols = np.searchsorted(cols, y)
+    usable = np.isfinite(held[np.arange(len(rows)), y])  # a row whose class left with its fold: no score for it
+    t_zs = smoothed_temperature(cosines[rows][:, cols], y_cols, smoothing)
+    t_lab = smoothed_temperature(held[usable][:, cols], y_cols[usable], smoothing) if usable.any() else 1.0
+    evidence = np.full((len(x), n_classes), -np.log(labelled.sum()))
+    evidence[:, labelled] = log_softmax(lda_scorer(stats).scores(x, cosines)[:, labelled] / t_lab)
+    return log_softmax(cosines / t_zs) + evidence
 
 
 @dataclass(frozen=True)
@@ -285,7 +362,8 @@ def train_until_repeat(names: list[str], xs: dict[str, np.ndarray], cosines: dic
 
     Round 1 takes its targets from the base cosines with the given thresholds, each later round from
     the previous round's discriminants, the thresholds being the confident_share quantile of their
-    margins. The round map is deterministic on a finite set of training targets, so the targets
+    margins. With verified rows of at least two classes, round 1 takes its targets from each view's
+    labelled_start scores instead (thresholds: the confident_share quantile of their margins). The round map is deterministic on a finite set of training targets, so the targets
     must repeat: at the first repeat (a fixed point, period 1, or a cycle, period p) the loop stops
     and the discriminants are fitted on the mean of the cycle's statistics, which does not depend
     on where the cycle was entered. Nothing depends on a round cap (COTRAIN_MAX_ROUNDS is a guard)."""
@@ -295,8 +373,13 @@ def train_until_repeat(names: list[str], xs: dict[str, np.ndarray], cosines: dic
     history: list[dict[str, LabelStats]] = []
     targets_seen: list[list[tuple[np.ndarray, np.ndarray]]] = []
     start: int | None = None
+    first = cosines  # round 1's scores
+    starts = {n: labelled_start(xs[n], cosines[n], verified) for n in names} if (verified >= 0).any() else {}
+    if starts and all(s is not None for s in starts.values()):
+        first = starts
+        thresholds = [margin_threshold(top_margin(first[n]), confident_share) for n in names]
     for _ in range(COTRAIN_MAX_ROUNDS):
-        targets = targets_of(names, xs, cosines, current, thresholds, verified)
+        targets = targets_of(names, xs, first if current is None else cosines, current, thresholds, verified)
         state = hashlib.sha256(b"".join(np.where(keep, label, -1).astype(np.int64).tobytes() for label, keep in targets)).digest()
         if state in seen:
             start = seen[state]
@@ -429,11 +512,13 @@ def selftrain_round(names: list[str], xs: dict[str, np.ndarray], cosines: dict[s
     return out
 
 
-# selftrain is trusted on a view when, over SELFTRAIN_SPLITS seeded splits of the sample into two
-# disjoint halves trained alone, the median share of the answers either half changes from base that
-# the other half changes the same way is at least this: most of its changes are reproducible
-# structure, not drift (docs/METHOD.md, "One view": the medians are 0.70 and 0.71 on agnews, 0.37
-# and 0.28 on fashion_clip, where self-training loses 6.7 points on the text view)
+# selftrain is trusted on a view without verified labels when, on every one of SELFTRAIN_SPLITS seeded
+# splits of the sample into two disjoint halves trained alone, the share of the answers either half
+# changes from base that the other half changes the same way is at least this: on every split most of
+# its changes are reproducible structure, not drift (docs/METHOD.md, "One view": until 2026-12-04 the
+# median of the splits was read, which trusted drifting views whose splits straddle 0.5, e.g.
+# fashion_clip text on a Zipf subsample, 0.43-0.66, -9.2 points). With verified labels of at least
+# two classes the labels start the rounds (labelled_start) and anchor them, and it is always kept.
 SELFTRAIN_REPRODUCIBLE = 0.5
 SELFTRAIN_SPLITS = 5
 SELFTRAIN_SEED = 0
@@ -450,8 +535,10 @@ def reproducibility(base: np.ndarray, first: np.ndarray, second: np.ndarray) -> 
 
 def fit_selftrain(passes: Passes, ctx: FitContext) -> Fit:
     """Each view alone teaches itself a shrunk-covariance discriminant from its confident answers
-    (train_until_repeat with selftrain_round), on the driver's sample; kept only where its changes
-    to base reproduce on disjoint halves of the sample, else the view answers by base cosine."""
+    (train_until_repeat with selftrain_round), on the driver's sample; kept where verified labels of
+    two classes or more start and anchor it (labelled_start), else only where its changes to base
+    reproduce on every one of SELFTRAIN_SPLITS splits into disjoint halves; else the view answers by
+    base cosine."""
     names = list(ctx.views)
     sample, sample_verified = passes.sample()
     sample_cos = _sample_cosines(names, sample, ctx)
@@ -466,7 +553,8 @@ def fit_selftrain(passes: Passes, ctx: FitContext) -> Fit:
         trained = train_until_repeat([n], {n: x}, {n: cos}, sample_verified, [ctx.margins[n]], selftrain_round,
                                      ctx.confident_share)
         scores = []
-        for order in splits:
+        labelled = int(np.sum(np.bincount(sample_verified[sample_verified >= 0], minlength=cos.shape[1]) > 0))
+        for order in splits if labelled < 2 else ():
             halves = []
             for part in (order[: rows // 2], order[rows // 2 :]):
                 try:
@@ -477,16 +565,18 @@ def fit_selftrain(passes: Passes, ctx: FitContext) -> Fit:
                     break
                 halves.append(half.model[n].predict(x, cos))
             scores.append(reproducibility(cos.argmax(axis=1), *halves) if len(halves) == 2 else 0.0)
-        trusted = float(np.median(scores)) >= SELFTRAIN_REPRODUCIBLE
+        trusted = labelled >= 2 or min(scores) >= SELFTRAIN_REPRODUCIBLE
         log.info("selftrain %s: %s after %d rounds on %d items; changes reproduced %s: %s", n,
                  "targets repeat" if trained.converged else "NOT converged", trained.rounds, rows,
-                 ", ".join(f"{r:.2f}" for r in scores), "kept" if trusted else "falls back to base")
+                 ", ".join(f"{r:.2f}" for r in scores) or "(not checked: verified labels)",
+                 "kept" if trusted else "falls back to base")
         model[n] = trained.model[n] if trusted else base_scorer(*np.shape(ctx.class_vectors[n]))
         if trusted and rows >= ctx.valid_items:
             held_out.update(held_out_scores([n], {n: x}, {n: cos}, sample_verified, trained.cycle_stats,
                                             trained.cycle_targets))
         views[n] = {"rounds": trained.rounds, "converged": trained.converged, "period": trained.period,
-                    "reproduced": [round(r, 4) for r in scores], "trusted": trusted}
+                    "reproduced": [round(r, 4) for r in scores], "trusted": trusted,
+                    "trusted_by": "verified labels" if labelled >= 2 else "reproducibility"}
     facts = {"passes": 0, "sample_items": rows, "views": views}
     learn = [n for n in names if views[n]["trusted"]]
     if not learn or rows >= ctx.valid_items:
