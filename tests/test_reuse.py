@@ -62,7 +62,7 @@ def test_a_table_source_or_a_bad_warm_start_value_is_never_reused():
 
     sources = {"items": "table:db.items", "classes": "/c.parquet", "labels": None}
     assert reuse.fingerprint(None, None, None, sources, None, {}, {}, False).startswith("a source is a table")
-    with pytest.raises(UsageError, match="warm_start must be auto, off or a MODEL_DIR"):
+    with pytest.raises(UsageError, match="--warm-start: must be auto, off or a MODEL_DIR"):
         settings_of(None, {"warm_start": "false"})
 
 

@@ -228,9 +228,20 @@ def draw_sample(valid: ItemRows, views, tables, rows: int, seed: int) -> Sample:
     return sample
 
 
+def in_id_order(table: pa.Table) -> pa.Table:
+    """The sample's rows ordered by item_id as a string: a collect returns them in partition order,
+    and the calibration's folds (core/methods.calibration_folds) are dealt by row position, so
+    without one order the confidence would change with the partitioning and the reader. A valid
+    item_id is unique (a repeated one is invalid), so the order is total on the rows kept."""
+    if table.num_rows < 2:
+        return table
+    ids = table.column(ITEM_ID).cast(pa.large_string())
+    return table.take(pc.sort_indices(ids))
+
+
 def _draw(valid: ItemRows, views, tables, fraction: float, seed: int) -> Sample:
     checks = view_checks(views, {v.name: tables[v.name].dim for v in views})
-    table = valid.drawn(fraction, seed)
+    table = in_id_order(valid.drawn(fraction, seed))
     parts: dict[str, list] = {v.name: [] for v in views}
     margins: dict[str, list] = {v.name: [] for v in views}
     verified, flags = [], []
