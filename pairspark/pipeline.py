@@ -35,12 +35,14 @@ from pairspark.report import SUSPECTS_SHOWN, confidence_figures, render_report
 from pairspark.spark.compat import create_frame
 from pairspark.spark.audit import audit_predictions, diff_predictions, with_item_columns
 from pairspark.spark.evaluate import evaluate_predictions
+from pairspark.spark.fs import FileSystem
 from pairspark.spark.io import (ITEM_ID, REASON, TABLE_PREFIX, VERIFIED_LABEL, arrow_batch_rows, by_name, check_item_dims,
                                 labels_frame, read_labels, read_parquet, read_source, require_columns)
-from pairspark.spark.publish import FileSystem, atomic_output, output_lock, publish_table, recover, repoint
+from pairspark.spark.publish import atomic_output, output_lock, recover, repoint
 from pairspark.spark.review import REASONS as REVIEW_REASONS
 from pairspark.spark.review import csv_frame as review_csv
 from pairspark.spark.review import review_items
+from pairspark.spark.tables import publish_table
 
 log = logging.getLogger("pairspark")
 

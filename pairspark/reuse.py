@@ -28,7 +28,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from pairspark.spark.io import TABLE_PREFIX, read_source
-from pairspark.spark.publish import FileSystem
+from pairspark.spark.fs import FileSystem
 
 log = logging.getLogger("pairspark")
 

@@ -184,7 +184,7 @@ class Tracker:
         if scheme not in ("", "file"):
             if spark is None:
                 raise UsageError(f"{path} is not on the driver's disk: pass spark to copy it there")
-            from pairspark.spark.publish import FileSystem
+            from pairspark.spark.fs import FileSystem
 
             fs = FileSystem(spark)
             local = fs.local_path(path)

@@ -29,7 +29,7 @@ from pairspark.core.tournament import resolve_candidates, splitmix64
 from pairspark.core.validate import row_reasons
 from pairspark.spark.io import batch_matrix, class_names
 from pairspark.spark.model_io import load_model
-from pairspark.spark.publish import FileSystem
+from pairspark.spark.fs import FileSystem
 from pairspark.spark.session import build_session
 
 VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]

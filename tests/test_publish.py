@@ -13,8 +13,8 @@ import time
 import pytest
 
 from pairspark.errors import UsageError
+from pairspark.spark.fs import FileSystem
 from pairspark.spark.publish import (
-    FileSystem,
     OutputLock,
     atomic_output,
     new_token,

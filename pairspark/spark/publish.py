@@ -1,5 +1,5 @@
-"""Publishing output directories atomically, and the lock that makes it safe, through Hadoop's
-FileSystem API (any Spark path).
+"""Publishing output directories atomically, and the lock that makes it safe, on any Hadoop path
+(the file operations are `spark/fs.py`'s).
 
 Why one module: the publish protocol below is correct only with one writer per output. Its
 clean-up deletes the staging and old copies it finds beside an output, and `recover` renames an
@@ -20,12 +20,14 @@ for `pairspark run`, the whole run: model, predictions, quarantine, changes, rep
 as one unit. A token is the UTC time in ns plus a random suffix, so names sort by time. The
 temporary names have no leading '.' or '_': Spark treats such paths as hidden. A run killed at any
 point leaves FINAL as it was or complete; killed between the two renames, it leaves no FINAL, and
-the next publish restores the newest old copy (`recover`).
+the next publish restores the newest old copy (`recover`). A metastore table cannot be swapped by
+a rename: `spark/tables.py` publishes one as a view over versions.
 
 Locking. `output_lock(spark_or_fs, FINAL)` holds the file FINAL.lock, beside FINAL (not inside: the
-lock must outlive the swap). Taking it is one atomic create-if-absent: `create(path,
-overwrite=False)` on HDFS (the NameNode checks and creates in one step) and O_CREAT|O_EXCL for a
-local (file:) path, since Hadoop's local filesystem checks for the file and then creates it.
+lock must outlive the swap). Taking it is one atomic create-if-absent (`FileSystem.create_new`):
+`create(path, overwrite=False)` on HDFS (the NameNode checks and creates in one step) and
+O_CREAT|O_EXCL for a local (file:) path, since Hadoop's local filesystem checks for the file and
+then creates it.
 Caveat: on object stores (s3a, abfs, gs) create-if-absent is not atomic either (the object appears
 only when the stream closes; Hadoop's filesystem specification warns against create() as a lock
 there), so two runs started at the same moment could both proceed; keep one scheduler per output.
@@ -55,6 +57,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from pairspark.errors import UsageError
+from pairspark.spark.fs import FileSystem
 
 log = logging.getLogger("pairspark")
 
@@ -62,178 +65,6 @@ SUCCESS = "_SUCCESS"
 LOCK_SUFFIX = ".lock"
 HEARTBEAT_SECONDS = 30.0  # how often the holder touches its lock file
 LOCK_TIMEOUT_SECONDS = 600.0  # a lock with no heartbeat for this long is stale (its holder is gone or hung)
-
-
-class FileSystem:
-    def __init__(self, spark: SparkSession):
-        self._spark = spark
-        self._jvm = spark._jvm  # type: ignore[attr-defined]
-        self._conf = spark._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
-
-    @classmethod
-    def of(cls, spark_or_fs: SparkSession | FileSystem) -> FileSystem:
-        return spark_or_fs if isinstance(spark_or_fs, FileSystem) else cls(spark_or_fs)
-
-    def _path(self, path: str):
-        jpath = self._jvm.org.apache.hadoop.fs.Path(path)
-        return jpath.getFileSystem(self._conf), jpath
-
-    def exists(self, path: str) -> bool:
-        fs, p = self._path(path)
-        return bool(fs.exists(p))
-
-    def is_dir(self, path: str) -> bool:
-        fs, p = self._path(path)
-        return bool(fs.exists(p) and fs.getFileStatus(p).isDirectory())
-
-    def delete(self, path: str) -> None:
-        fs, p = self._path(path)
-        if fs.exists(p):
-            fs.delete(p, True)
-
-    def rename(self, src: str, dst: str) -> None:
-        if not self.try_rename(src, dst):
-            raise OSError(f"could not rename {src} to {dst}")
-
-    def try_rename(self, src: str, dst: str) -> bool:
-        fs, s = self._path(src)
-        _, d = self._path(dst)
-        try:
-            return bool(fs.rename(s, d))
-        except Py4JJavaError:
-            if not fs.exists(s):
-                return False
-            raise
-
-    def mkdirs(self, path: str) -> None:
-        fs, p = self._path(path)
-        fs.mkdirs(p)
-
-    def list_names(self, path: str) -> list[str]:
-        fs, p = self._path(path)
-        if not fs.exists(p):
-            return []
-        return sorted(str(s.getPath().getName()) for s in fs.listStatus(p))
-
-    def qualify(self, path: str) -> str:
-        fs, p = self._path(path)
-        return str(fs.makeQualified(p).toString())
-
-    def local_path(self, path: str) -> str | None:
-        """The OS path of a file: path, None on any other filesystem."""
-        fs, p = self._path(path)
-        uri = fs.makeQualified(p).toUri()
-        return str(uri.getPath()) if uri.getScheme() == "file" else None
-
-    def modified_ms(self, path: str) -> int | None:
-        fs, p = self._path(path)
-        try:
-            return int(fs.getFileStatus(p).getModificationTime())
-        except Py4JJavaError:
-            if fs.exists(p):
-                raise
-            return None
-
-    def file_facts(self, uris: list[str]) -> list[tuple[str, int, int]]:
-        """(path, length, modification time in ms) of each file, sorted: what says whether an input
-        was rewritten. `uris`: URL-encoded, as DataFrame.inputFiles() gives them (Spark 3.4+).
-        One listing per directory, not one call per file (a call is a request on object stores)."""
-        by_parent: dict[str, set[str]] = {}
-        for uri in uris:
-            path = self._jvm.org.apache.hadoop.fs.Path(self._jvm.java.net.URI(uri))
-            by_parent.setdefault(str(path.getParent().toString()), set()).add(str(path.getName()))
-        out = []
-        for parent, names in by_parent.items():
-            fs, p = self._path(parent)
-            for status in fs.listStatus(p):
-                if status.isFile() and str(status.getPath().getName()) in names:
-                    out.append((str(status.getPath().toString()), int(status.getLen()), int(status.getModificationTime())))
-        if len(out) != len(uris):
-            raise OSError(f"{len(uris) - len(out)} of the {len(uris)} input files could not be listed")
-        return sorted(out)
-
-    def touch(self, path: str) -> None:
-        """Set the modification time to now (a heartbeat; the content is left alone)."""
-        fs, p = self._path(path)
-        fs.setTimes(p, int(time.time() * 1000), -1)
-
-    def create_new(self, path: str, text: str) -> bool:
-        """Create a file holding `text` if none exists, atomically (see the module docstring);
-        False if it exists."""
-        data = text.encode("utf-8")
-        local = self.local_path(path)
-        if local is not None:
-            try:
-                fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            return True
-        fs, p = self._path(path)
-        try:
-            stream = fs.create(p, False)
-        except Py4JJavaError:
-            if fs.exists(p):
-                return False
-            raise
-        try:
-            stream.write(bytearray(data))
-        finally:
-            stream.close()
-        return True
-
-    def move_back_if_absent(self, src: str, dst: str) -> bool:
-        """Rename the file src to dst unless dst exists (HDFS rename never replaces a file; a
-        local rename would, so a hard link is made instead)."""
-        local_src, local_dst = self.local_path(src), self.local_path(dst)
-        if local_src is not None and local_dst is not None:
-            try:
-                os.link(local_src, local_dst)
-            except FileExistsError:
-                return False
-            os.unlink(local_src)
-            return True
-        return self.try_rename(src, dst)
-
-    def write_text(self, path: str, text: str) -> None:
-        self.write_bytes(path, text.encode("utf-8"))
-
-    def write_bytes(self, path: str, data: bytes) -> None:
-        fs, p = self._path(path)
-        stream = fs.create(p, True)
-        try:
-            stream.write(bytearray(data))
-        finally:
-            stream.close()
-
-    def read_text(self, path: str) -> str:
-        fs, p = self._path(path)
-        if not fs.exists(p):
-            raise UsageError(f"{path} does not exist")
-        stream = fs.open(p)
-        try:
-            return bytes(stream.readAllBytes()).decode("utf-8")
-        finally:
-            stream.close()
-
-    def copy_from_local(self, local: str, path: str) -> None:
-        """Upload a driver-local file (large model parts: no trip through the JVM heap)."""
-        fs, p = self._path(path)
-        fs.copyFromLocalFile(False, True, self._jvm.org.apache.hadoop.fs.Path(f"file://{local}"), p)
-
-    def copy_to_local(self, path: str, local: str) -> None:
-        fs, p = self._path(path)
-        fs.copyToLocalFile(False, p, self._jvm.org.apache.hadoop.fs.Path(f"file://{local}"), True)
-
-    def write_json(self, path: str, data: dict) -> None:
-        self.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-    def read_json(self, path: str) -> dict:
-        return json.loads(self.read_text(path))
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -500,85 +331,3 @@ def repoint(text, staging: str, final: str):
     for a, b in {(old, new), (json.dumps(old)[1:-1], json.dumps(new)[1:-1]), (html.escape(old), html.escape(new))}:
         text = text.replace(a, b)
     return text
-
-
-# --- Metastore tables ------------------------------------------------------------------------
-#
-# A metastore table cannot be swapped by a file rename, and INSERT OVERWRITE deletes the old files
-# before the new ones are complete. So `NAME` is a view, and each run writes a new version table
-# `NAME__pairspark_v<token>` in full first; then one metastore operation (CREATE OR REPLACE VIEW)
-# points `NAME` at it. A reader resolving `NAME` sees last night's rows or tonight's, never a mix
-# or nothing; a run killed before the swap leaves the view on the old version (the orphan version
-# is dropped by the next run). The previous version is kept (a reader may still be scanning it);
-# older ones are dropped.
-
-TABLE_VERSION = "__pairspark_v"
-_VIEW_PROPERTY = "pairspark.version"
-
-
-def _split_table(name: str) -> tuple[str | None, str]:
-    database, _, table = name.rpartition(".")
-    return (database or None), table
-
-
-def _relation_kind(spark, name: str) -> str | None:
-    """'VIEW', another table type, or None when NAME does not exist."""
-    database, table = _split_table(name)
-    try:
-        listed = spark.catalog.listTables(database) if database else spark.catalog.listTables()
-    except Exception as exc:  # an unknown database
-        raise UsageError(f"--predictions-table {name}: {str(exc).strip().splitlines()[0]}") from None
-    for entry in listed:
-        if entry.name.lower() == table.lower() and not entry.isTemporary:
-            return str(entry.tableType).upper()
-    return None
-
-
-def _view_version(spark, name: str) -> str | None:
-    rows = spark.sql(f"SHOW TBLPROPERTIES {name}").collect()
-    props = {r[0]: r[1] for r in rows}
-    return props.get(_VIEW_PROPERTY)
-
-
-def publish_table(spark, frame, name: str) -> dict:
-    """Write `frame` as a new version table and point the view `name` at it (see above)."""
-    if not all(part.replace("_", "").isalnum() for part in name.split(".")) or name.count(".") > 1:
-        raise UsageError(f"--predictions-table takes NAME or DATABASE.NAME (letters, digits, _), got {name!r}")
-    kind = _relation_kind(spark, name)
-    previous = None
-    if kind is not None:
-        previous = _view_version(spark, name) if kind == "VIEW" else None
-        if previous is None:
-            raise UsageError(f"{name} exists and was not published by pairspark ({kind.lower()}): "
-                             "choose another --predictions-table or drop it")
-    database, table = _split_table(name)
-    version = f"{name}{TABLE_VERSION}{new_token().lower().replace('-', '_')}"
-    frame.write.format("parquet").saveAsTable(version)
-    spark.sql(f"CREATE OR REPLACE VIEW {name} TBLPROPERTIES ('{_VIEW_PROPERTY}' = '{version}') "
-              f"AS SELECT * FROM {version}")
-    keep = {version.lower(), (previous or "").lower()}
-    prefix = f"{table}{TABLE_VERSION}".lower()
-    listed = spark.catalog.listTables(database) if database else spark.catalog.listTables()
-    dropped = []
-    for entry in listed:
-        qualified = f"{database}.{entry.name}" if database else entry.name
-        if entry.name.lower().startswith(prefix) and qualified.lower() not in keep and not entry.isTemporary:
-            spark.sql(f"DROP TABLE IF EXISTS {qualified}")
-            dropped.append(qualified)
-    dropped += _drop_orphan_folders(spark, database, prefix, keep | {d.lower() for d in dropped})
-    return {"table": name, "version": version, "previous": previous, "dropped": dropped}
-
-
-def _drop_orphan_folders(spark, database: str | None, prefix: str, registered: set[str]) -> list[str]:
-    """Folders of version tables a killed run began writing (data first, metastore entry last):
-    they sit in the database's location with no table to drop."""
-    try:
-        location = spark.catalog.getDatabase(database or spark.catalog.currentDatabase()).locationUri
-    except Exception:
-        return []
-    fs = FileSystem(spark)
-    names = {n.split(".")[-1] for n in registered}
-    orphans = [n for n in fs.list_names(location) if n.lower().startswith(prefix) and n.lower() not in names]
-    for orphan in orphans:
-        fs.delete(f"{location.rstrip('/')}/{orphan}")
-    return orphans
