@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from pairspark import pipeline
 from pairspark.config import View, load_settings
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
+from pairspark.core.methods import coefficients, stored_weights
 from pairspark.core.tournament import resolve_candidates, splitmix64
 from pairspark.core.validate import row_reasons
 from pairspark.spark.io import batch_matrix, class_names
@@ -152,7 +153,7 @@ def kernel_profile(items_path: str, model_dir_views, candidates: int | str, batc
     keys = np.arange(batch.num_rows, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     out = {}
     for model in model_dir_views:
-        model.coefficients  # as on the driver before broadcast
+        coefficients(model)  # as on the driver before broadcast
         steps: dict[str, float] = {}
 
         def timed(name, fn):
@@ -170,11 +171,11 @@ def kernel_profile(items_path: str, model_dir_views, candidates: int | str, batc
                                                    [(n, batch.column(batch.schema.get_field_index(c)), d) for n, c, d in checks]))
         unit = timed("unit_rows_float64", lambda: unit_rows64(x))
         base = timed("base_cosine_argmax", lambda: base_assign(unit, model.vectors64))
-        weights = model.pair_weights  # built once per worker, as in classify
-        play_tournament(unit[:2], model.vectors64, model.masks, model.coefficients, keys[:2], None, weights)  # compile
+        weights = stored_weights(model)  # built once per worker, as in classify
+        play_tournament(unit[:2], model.vectors64, model.masks, coefficients(model), keys[:2], None, weights)  # compile
         k = resolve_candidates(candidates, model.n_classes)
         top = top_candidates(base.cosines, k) if 0 < k < model.n_classes else None
-        timed("pairwise_tournament", lambda: play_tournament(unit, model.vectors64, model.masks, model.coefficients, keys, top,
+        timed("pairwise_tournament", lambda: play_tournament(unit, model.vectors64, model.masks, coefficients(model), keys, top,
                                                              weights))
         timed("class_names_out", lambda: class_names(model.class_ids, base.best))
         out[model.name] = steps
@@ -184,6 +185,7 @@ def kernel_profile(items_path: str, model_dir_views, candidates: int | str, batc
 def kernel_sweep(out_path: str, sizes: list[tuple[int, int]], seed: int = 0, items: int = 10_000) -> dict:
     """Base vs pairwise kernel cost per 10k items as classes and dims grow (no Spark): masks are
     fitted from synthetic items by the real code path, so their sizes are realistic."""
+    from pairspark.core.classify import classify
     from pairspark.core.masks import MaskSettings
     from pairspark.core.model import fit_view
     from pairspark.core.stats import ClassMoments
@@ -201,17 +203,17 @@ def kernel_sweep(out_path: str, sizes: list[tuple[int, int]], seed: int = 0, ite
         t0 = time.perf_counter()
         model = fit_view("image", "image_embedding", [str(c) for c in range(n_classes)], prompts,
                          ClassMoments.from_batch(unit, base.best, n_classes), MaskSettings())
-        model.coefficients
+        coefficients(model)
         masks_s = time.perf_counter() - t0
         keys = np.arange(items, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         batch = x[:items].astype(np.float32)
-        model.classify(batch[:4], keys[:4], ("base", "pairwise"))  # compile
+        classify(model, batch[:4], keys[:4], ("base", "pairwise"))  # compile
         timings = {}
         for label, methods, k in (("base", ("base",), 0), ("pairwise", ("base", "pairwise"), 0), ("pairwise_top8", ("base", "pairwise"), 8)):
             best = float("inf")
             for _ in range(2):
                 t0 = time.perf_counter()
-                model.classify(batch, keys, methods, k)
+                classify(model, batch, keys, methods, k)
                 best = min(best, time.perf_counter() - t0)
             timings[label] = round(best * 1e3 * 10_000 / items, 1)
         row = {"classes": n_classes, "dim": dim, "ms_per_10k": timings,
@@ -457,7 +459,7 @@ def main(argv=None) -> int:
         "ratios": _ratios(seconds),
         "peak_rss_mb": max([v for k, v in peaks.items() if k.endswith("python_worker")], default=0.0),
         "peak_rss_mb_by_stage": peaks,
-        "broadcast_mb": round(sum(v.masks.nbytes + v.coefficients.nbytes + v.vectors64.nbytes
+        "broadcast_mb": round(sum(v.masks.nbytes + coefficients(v).nbytes + v.vectors64.nbytes
                                   + v.moments.mean.nbytes * 2 for v in views) / 2**20, 2),
         "mask_dims": {v["name"]: v["mask_dims"] for v in meta["views"]},
         "kernel_ms_per_10k_items": profile,

@@ -14,8 +14,8 @@ numpy code (pairspark/core/*), step by step:
    in-memory items, verified rows included), those that need the confident moments last;
 5. confident moments per view (spark/passes.run_pass): ClassMoments of the items that are confident
    (core/cosine.confident) or verified, each in its verified class if it has one, else its base class;
-6. core/model.fit_view per view, then core/model.calibrate on the sample as fit_views calls it;
-7. ViewModel.classify of every item (bracket keys = xxhash64(seed, item_id), as the JVM computes them),
+6. core/model.fit_view per view, then core/confidence.calibrate on the sample as fit_views calls it;
+7. core/classify.classify of every item (bracket keys = xxhash64(seed, item_id), as the JVM computes them),
    margin_of = the primary method; confidences rounded to float32, as the predictions store them.
 
 Verified labels: `labels_per_class` items of each class of the class table, drawn with `label_seed`
@@ -55,9 +55,22 @@ from pairspark.core.calibration import auroc, expected_calibration_error, reliab
 from pairspark.core.cosine import base_assign, confident, margin_histogram, margin_quantile, unit_rows64  # noqa: E402
 from pairspark.core.masks import MaskSettings  # noqa: E402
 from pairspark.core.methods import REGISTRY, FitContext, default_methods, iterative, primary_method  # noqa: E402
-from pairspark.core.model import calibrate, fit_view  # noqa: E402
+from pairspark.core.model import fit_view  # noqa: E402
 from pairspark.core.stats import ClassMoments  # noqa: E402
 from pairspark.core.tournament import bracket_keys  # noqa: E402
+
+try:
+    from pairspark.core.classify import classify  # noqa: E402
+    from pairspark.core.confidence import calibrate  # noqa: E402
+    from pairspark.core.methods import prepare  # noqa: E402
+except ImportError:  # a PAIRSPARK_SRC checkout from before core/classify.py: ViewModel classified itself
+    from pairspark.core.model import calibrate  # noqa: E402
+
+    def prepare(view, methods):
+        return view.prepare(methods)
+
+    def classify(view, *args, **kwargs):
+        return view.classify(*args, **kwargs)
 
 import catalogs as cats  # noqa: E402
 
@@ -237,8 +250,8 @@ def fit_and_classify(cat: cats.Catalog, methods=None, labels_per_class: int = 0,
     class_ids = np.array(cat.class_ids, dtype=object)
     out_views = {}
     for view in views:
-        view.prepare(answered)
-        got = view.classify(cat.views[view.name], keys, answered, s["candidates"], margin_of=primary, k=s["top_k"])
+        prepare(view, answered)
+        got = classify(view, cat.views[view.name], keys, answered, s["candidates"], margin_of=primary, k=s["top_k"])
         right = {m: class_ids[got[m][evaluated]] == labels for m in answered}
         conf = got["confidence"].astype(np.float32).astype(np.float64)[evaluated]
         correct = right[primary]

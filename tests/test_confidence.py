@@ -176,6 +176,7 @@ def test_verified_labels_calibrate_with_the_second_opinion_as_a_prior_worth_20_l
 def test_one_view_fits_each_temperature_on_a_second_opinion_never_its_own_answers(spark, tmp_path):
     """With one view there is no other view to calibrate against: base's temperature is fitted on
     gnb's confident answers, a method that answers otherwise on base's (numpy reference)."""
+    from pairspark.core.methods import gnb as gnb_of
     from pairspark.spark.model_io import load_model
 
     items, classes, _ = make_catalog(300, 8, 4, seed=12, noise=1.3, views=("image",))
@@ -185,7 +186,7 @@ def test_one_view_fits_each_temperature_on_a_second_opinion_never_its_own_answer
     (view,), _ = load_model(spark, str(tmp_path / "m"))
     x = unit_rows64(items["image_embedding"])
     cos = x @ view.vectors64.T
-    gnb = view.gnb.scores(x, cos)
+    gnb = gnb_of(view).scores(x, cos)
     keep = top_margin(gnb) >= margin_threshold(top_margin(gnb), 0.3)
     answers = cos.argmax(axis=1)
     right = (answers == gnb.argmax(axis=1)).astype(float)
@@ -195,15 +196,17 @@ def test_one_view_fits_each_temperature_on_a_second_opinion_never_its_own_answer
 
 @pytest.mark.parametrize("calibration, own", [({"base": 0.05, "ovr": 0.02}, True), ({"base": 0.05}, False)])
 def test_a_scored_method_uses_its_own_temperature_or_base_when_it_has_none(calibration, own):
+    from pairspark.core.classify import classify
+    from pairspark.core.methods import ovr_keep
     from pairspark.core.scorers import ovr_scores
     from tests.synthetic import tiny_view_model
 
     view = tiny_view_model("v", "c", 6, 3)
     view.calibration = dict(calibration)
     x = unit_rows64(np.random.default_rng(1).normal(size=(4, 6)))
-    out = view.classify(x, np.arange(4, dtype=np.uint64), ("base", "ovr"), margin_of="ovr")
+    out = classify(view, x, np.arange(4, dtype=np.uint64), ("base", "ovr"), margin_of="ovr")
     rows = np.arange(4)
-    want = (probabilities(ovr_scores(x, view.vectors64, view.ovr_keep), 0.02) if own
+    want = (probabilities(ovr_scores(x, view.vectors64, ovr_keep(view)), 0.02) if own
             else probabilities(x @ view.vectors64.T, 0.05))[rows, out["ovr"]]
     np.testing.assert_allclose(out["confidence"], want, rtol=1e-12)
 

@@ -247,14 +247,15 @@ def test_pair_weights_are_not_stored_for_bit_masks_or_above_the_limit():
 def test_a_view_ships_without_its_stored_weights_and_rebuilds_them_where_it_classifies():
     import pickle
 
+    from pairspark.core.methods import stored_weights
     from tests.synthetic import tiny_view_model
 
     view = tiny_view_model("v", "col", 6, 4)
-    built = view.pair_weights
+    built = stored_weights(view)
     assert built is not None and len(built) == len(view.masks.dims)
     shipped = pickle.loads(pickle.dumps(view))
-    assert shipped._weights is None and not shipped._weights_built
-    np.testing.assert_array_equal(shipped.pair_weights, built)
+    assert not shipped._local
+    np.testing.assert_array_equal(stored_weights(shipped), built)
 
 
 def test_auto_candidates_is_the_full_bracket_up_to_64_classes_then_the_top_16():
@@ -267,14 +268,14 @@ def test_auto_candidates_is_the_full_bracket_up_to_64_classes_then_the_top_16():
 
 @pytest.mark.parametrize("n_classes, want", [(64, None), (70, 16)])
 def test_a_view_model_brackets_auto_as_resolved(monkeypatch, n_classes, want):
-    from pairspark.core import model
+    from pairspark.core import classify
     from tests.synthetic import tiny_view_model
 
     asked = []
-    real = model.top_candidates
-    monkeypatch.setattr(model, "top_candidates", lambda cosines, k: asked.append(k) or real(cosines, k))
+    real = classify.top_candidates
+    monkeypatch.setattr(classify, "top_candidates", lambda cosines, k: asked.append(k) or real(cosines, k))
     view = tiny_view_model("v", "c", 72, n_classes)
     x = np.random.default_rng(0).normal(size=(5, 72))
-    view.classify(x, np.arange(5, dtype=np.uint64), ("base", "pairwise"), "auto")
+    classify.classify(view, x, np.arange(5, dtype=np.uint64), ("base", "pairwise"), "auto")
     assert asked == ([] if want is None else [want])
 

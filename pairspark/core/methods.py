@@ -15,7 +15,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -27,11 +27,13 @@ from pairspark.core.scorers import (
     base_scorer,
     centroid_scorer,
     cotrain_targets,
+    gnb_scorer,
     label_shift_priors,
     label_shift_scorer,
     lda_scorer,
     log_softmax,
     margin_threshold,
+    ovr_masks,
     ovr_scores,
     second_opinion_targets,
     softmax,
@@ -41,11 +43,9 @@ from pairspark.core.scorers import (
 )
 from pairspark.core.scorers import LABELSHIFT_TEMPERATURE
 from pairspark.core.stats import ClassMoments
-from pairspark.core.tournament import play_round_robin, play_tournament
+from pairspark.core.model import ViewModel
+from pairspark.core.tournament import pair_coefficients, pair_weights, play_round_robin, play_tournament
 from pairspark.errors import UsageError
-
-if TYPE_CHECKING:
-    from pairspark.core.model import ViewModel
 
 log = logging.getLogger("pairspark")
 
@@ -191,7 +191,7 @@ class Fit:
     """What a method's fit loop gives: its scorer per view, facts for meta.json (at least
     {"passes": passes over the items}), and, for a discriminant trained on the driver's sample, that
     sample scored by discriminants fitted without each row's fold (held_out_scores), per view: the
-    confidence is calibrated on those (core/model.calibrate). A view missing from held_out is
+    confidence is calibrated on those (core/confidence.calibrate). A view missing from held_out is
     scored by its fitted scorer (a method whose fit reproduces no label of its own)."""
 
     scorers: dict[str, Scorer]
@@ -207,6 +207,9 @@ class Method:
     # iterative methods: (passes, context) -> Fit; None: nothing to fit beyond the confident
     # statistics and masks every model has
     fit: Callable[[Passes, FitContext], Fit] | None = None
+    # what predict derives from the fitted view, computed once on the driver so that it ships
+    # with the view (ViewModel.derived) rather than being rebuilt in every task; None: nothing
+    prepare: Callable[[ViewModel], object] | None = None
     min_views: int = 1
     # whether predict returns per-class scores; the methods that only name a winner take base's
     # probabilities for their confidence (core/calibration.py)
@@ -230,7 +233,7 @@ def _scored(scorer: Scorer, batch: Batch) -> Prediction:
 
 
 def _fitted(name: str) -> Callable[[ViewModel, Batch], Prediction]:
-    return lambda model, batch: _scored(model.scorers[name], batch)
+    return lambda view, batch: _scored(view.scorers[name], batch)
 
 
 def fit_centroid(passes: Passes, ctx: FitContext) -> Fit:
@@ -587,24 +590,55 @@ def fit_selftrain(passes: Passes, ctx: FitContext) -> Fit:
     return Fit({**model, **final}, {**facts, "passes": 1}, held_out)
 
 
+def coefficients(view: ViewModel) -> np.ndarray:
+    """Per pair 1/||t_a|mask||, 1/||t_b|mask|| (P x 2, small): the tournaments' preparation."""
+    return view.derived("coefficients", lambda v: pair_coefficients(v.vectors64, v.masks))
+
+
+def stored_weights(view: ViewModel) -> np.ndarray | None:
+    """The pairs' match weights stored for the kernels (core/tournament.pair_weights), or None
+    when they are formed on the fly: built on first use in the process that classifies, never
+    shipped (milliseconds to build, and the largest part of a view)."""
+    return view.derived("pair_weights", lambda v: pair_weights(v.vectors64, v.masks, coefficients(v)), ship=False)
+
+
+def ovr_keep(view: ViewModel) -> np.ndarray:
+    """(C, D) one-vs-rest masks from the confident statistics."""
+    return view.derived("ovr_keep", lambda v: ovr_masks(v.moments, v.mask_settings))
+
+
+def gnb(view: ViewModel) -> Scorer:
+    """Gaussian naive Bayes fitted on the confident statistics."""
+    return view.derived("gnb", lambda v: gnb_scorer(v.moments))
+
+
+def _tournament(view: ViewModel, batch: Batch) -> Prediction:
+    return play_tournament(batch.x_unit, view.vectors64, view.masks, coefficients(view), batch.keys, batch.top,
+                           stored_weights(view)), None
+
+
+def _round_robin(view: ViewModel, batch: Batch) -> Prediction:
+    return play_round_robin(batch.x_unit, view.vectors64, view.masks, coefficients(view), batch.base.cosines,
+                            batch.top, stored_weights(view)), None
+
+
 def _entry(*methods: Method) -> dict[str, Method]:
     return {m.name: m for m in methods}
 
 
 REGISTRY: dict[str, Method] = _entry(
     Method("base", "argmax cosine to the class prompts (METHOD.md step 1)",
-           lambda model, batch: (batch.base.best, batch.base.cosines)),
+           lambda view, batch: (batch.base.best, batch.base.cosines)),
     Method("pairwise", "the seed's tournament: each match on the dims that separate that pair (METHOD.md)",
-           lambda model, batch: (play_tournament(batch.x_unit, model.vectors64, model.masks, model.coefficients,
-                                                 batch.keys, batch.top, model.pair_weights), None), scored=False),
+           _tournament, prepare=coefficients, scored=False),
     Method("ovr", "cosine on each class's one-vs-rest dims",
-           lambda model, batch: _argmax(ovr_scores(batch.x_unit, model.vectors64, model.ovr_keep))),
+           lambda view, batch: _argmax(ovr_scores(batch.x_unit, view.vectors64, ovr_keep(view))), prepare=ovr_keep),
     Method("roundrobin", "every pair's match played; most wins, ties by base cosine",
-           lambda model, batch: (play_round_robin(batch.x_unit, model.vectors64, model.masks, model.coefficients,
-                                                  batch.base.cosines, batch.top, model.pair_weights), None), scored=False),
+           _round_robin, prepare=coefficients, scored=False),
     Method("centroid", "prototypes re-estimated from the items each class wins", _fitted("centroid"), fit_centroid,
            needs_moments=True),
-    Method("gnb", "Gaussian naive Bayes on the confident subset", lambda model, batch: _scored(model.gnb, batch)),
+    Method("gnb", "Gaussian naive Bayes on the confident subset", lambda view, batch: _scored(gnb(view), batch),
+           prepare=gnb),
     Method("transductive", "TransCLIP-style Gaussian EM with the prompt prior", _fitted("transductive"),
            fit_transductive),
     Method("labelshift", "base's probabilities with class priors re-estimated from the items by EM "
@@ -632,3 +666,16 @@ def default_methods(n_views: int) -> tuple[str, ...]:
 
 def iterative(methods) -> tuple[str, ...]:
     return tuple(m for m in methods if REGISTRY[m].iterative)
+
+
+def prepare(view: ViewModel, methods: tuple[str, ...]) -> ViewModel:
+    """Run each method's `prepare` on the driver, so that what it derives ships with the view
+    rather than being rebuilt in every task. Returns the view."""
+    missing = [m for m in methods if REGISTRY[m].iterative and m not in view.scorers]
+    if missing:
+        raise ValueError(f"view {view.name}: the model was not fitted for {', '.join(missing)}; refit with methods")
+    for method in methods:
+        if REGISTRY[method].prepare is not None:
+            REGISTRY[method].prepare(view)
+    view.vectors64
+    return view

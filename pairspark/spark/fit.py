@@ -12,9 +12,10 @@ import logging
 import time
 from dataclasses import dataclass
 
+from pairspark.core.confidence import calibrate
 from pairspark.core.cosine import margin_histogram, margin_quantile
 from pairspark.core.methods import REGISTRY, FitContext, iterative
-from pairspark.core.model import ViewModel, calibrate, fit_view
+from pairspark.core.model import ViewModel, fit_view
 from pairspark.core.scorers import Scorer
 from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams, MarginRule
@@ -46,7 +47,7 @@ class FitResult:
     valid_items: int
     confident_items: dict[str, int]
     method_fits: dict[str, dict]  # per iterative method: passes over the items and seconds
-    calibration: dict | None = None  # what the temperatures were fitted on (core/model.calibrate)
+    calibration: dict | None = None  # what the temperatures were fitted on (core/confidence.calibrate)
     reads: int = 0  # reads of the items' vectors: the sample's draw and every pass
 
 

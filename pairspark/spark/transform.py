@@ -24,7 +24,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pairspark.core.methods import primary_method
+from pairspark.core.classify import classify as classify_view
+from pairspark.core.methods import prepare, primary_method
 from pairspark.core.model import ViewModel
 from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
@@ -86,7 +87,7 @@ def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: 
     type; only their nulls are read), `keys`: uint64 bracket keys, `duplicate`: bool array or None,
     `vectors`: one list<float|double> array per view. Prepares the views on the driver first."""
     for view in views:
-        view.prepare(methods)
+        prepare(view, methods)
     primary = primary_method(methods)
     fields = answer_fields(views, methods)
     arrow_fields = [pa.field(f.name, _arrow_type(f.dataType)) for f in fields]
@@ -109,7 +110,7 @@ def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: 
         for view, column in zip(views, vectors):
             column = column if all_valid else column.filter(valid)
             x = batch_matrix(pa.RecordBatch.from_arrays([column], [view.column]), view.column, view.dim)
-            answers = view.classify(x, item_keys, methods, candidates, margin_of=primary, k=top_k)
+            answers = classify_view(view, x, item_keys, methods, candidates, margin_of=primary, k=top_k)
             subset = [class_names(view.class_ids, answers[m]) for m in methods]
             subset += [class_names(view.class_ids, answers[primary]), pa.array(answers["base_cosine"], pa.float32()),
                        pa.array(answers["margin"].astype(np.float32), pa.float32()),
