@@ -1,6 +1,9 @@
 """The pyspark.ml API: PairwiseTournamentClassifier (Estimator) and PairwiseTournamentModel
 (Model), with save/load, usable inside a pyspark.ml Pipeline, on a classic or a Spark Connect
-session. The CLI's stages run through these two classes (pipeline.py): one implementation.
+session. The CLI's stages (pairspark/pipeline/) run through these two classes: fit through
+`fit_items`, classify through `transform` or, for Parquet items read by pyarrow, `transform_scan`;
+both readers call transform's one per-batch function (spark/transform.batch_answers): one
+implementation.
 
     from pairspark import PairwiseTournamentClassifier
     clf = PairwiseTournamentClassifier(classesPath="classes.parquet",
@@ -24,7 +27,6 @@ from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from pairspark import __version__
 from pairspark.core.methods import primary_method
@@ -32,11 +34,11 @@ from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams
 from pairspark.spark.arrow_scan import ArrowScan
 from pairspark.spark.fit import fit_views
-from pairspark.spark.io import (DUPLICATE, ITEM_ID, arrow_batch_rows, check_item_dims, load_classes, read_labels,
+from pairspark.spark.io import (DUPLICATE, ITEM_ID, REASON, arrow_batch_rows, check_item_dims, load_classes, read_labels,
                                 require_columns, require_rows, vector_column, with_verified)
 from pairspark.spark.model_io import load_model, model_view_meta, read_metadata, save_model, write_metadata
 from pairspark.spark.passes import FrameRows
-from pairspark.spark.transform import transform_items, with_duplicate_flag
+from pairspark.spark.transform import answer_fields, transform_items, with_duplicate_flag
 from pairspark.views import parse_views
 
 log = logging.getLogger("pairspark")
@@ -222,6 +224,17 @@ class PairwiseTournamentModel(Model, HasPairsparkParams, MLReadable, MLWritable)
         return transform_items(dataset, self.view_models, self.run_methods, self.getSeed(), self.getCandidates(),
                                self.getTopK())
 
+    def transform_scan(self, scan: ArrowScan, id_column: str, label: tuple[str, str] | None) -> DataFrame:
+        """transform's answers for Parquet items read by pyarrow in the workers, the CLI's reader
+        (`scan`: spark/arrow_scan.eligibility of the items), lazily: per item row `id_column`
+        (item_id as a string), the label as a string (label: (items column, output name)),
+        answer_fields (duplicates set aside last, as in core/validate.py), and the row's FILE and ROW."""
+        methods = self.run_methods
+        classified = scan.classified(self.view_models, methods, self.getSeed(), self.getCandidates(), self.getTopK(),
+                                     id_column, label, arrow_batch_rows(scan.items.sparkSession))
+        return scan.with_duplicates(classified, id_column,
+                                    [f.name for f in answer_fields(self.view_models, methods) if f.name != REASON])
+
     def write(self) -> MLWriter:
         return _Writer(self)
 
@@ -283,14 +296,3 @@ class _Reader(MLReader):
                 instance._set(**{name: value})
         return instance
 
-
-def stop_on_bad_rows(result: DataFrame, where: str) -> None:
-    """With on_invalid=error: raise naming the first three invalid rows of a transformed result."""
-    from pairspark.errors import InvalidRowsError
-    from pairspark.spark.io import REASON
-
-    bad = result.where(F.col(REASON).isNotNull()).select(ITEM_ID, REASON).orderBy(F.col(ITEM_ID).asc_nulls_first()).limit(3)
-    rows = [(r[ITEM_ID], r[REASON]) for r in bad.collect()]
-    if rows:
-        shown = ", ".join(f"item_id={item!r} ({reason})" for item, reason in rows)
-        raise InvalidRowsError(f"invalid item rows in {where}, first: {shown}; use --on-invalid quarantine to set them aside")

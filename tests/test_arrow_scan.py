@@ -15,6 +15,7 @@ from pairspark import pipeline
 from pairspark.config import View, load_settings
 from pairspark.core.tournament import bracket_keys
 from pairspark.errors import UsageError
+from pairspark.pipeline.readers import arrow_scan
 from pairspark.spark.arrow_scan import ArrowScan, eligibility, local_path
 from tests.synthetic import make_catalog, write_bad_catalog
 
@@ -102,11 +103,11 @@ def test_eligibility_says_why_a_source_cannot_be_read_by_pyarrow(spark, tmp_path
     views = [View("v", "v")]
     forced = load_settings(None, {"items_reader": "arrow", "items_format": "json"})
     with pytest.raises(UsageError, match="--items-reader arrow cannot read these items: the items are not a Parquet path"):
-        pipeline._arrow_scan(items, str(tmp_path / "t.json"), views, None, forced)
-    assert pipeline._arrow_scan(items, str(tmp_path / "t.json"), views, None, load_settings(None, {"items_format": "json"})) is None
-    assert pipeline._arrow_scan(items, "table:t", views, None, load_settings(None, {})) is None
-    assert pipeline._arrow_scan(items, str(tmp_path / "t.parquet"), views, None, load_settings(None, {"partitions": 4})) is None
-    assert pipeline._arrow_scan(items, str(tmp_path / "t.parquet"), views, None, load_settings(None, {})) is None  # double ids
+        arrow_scan(items, str(tmp_path / "t.json"), views, None, forced)
+    assert arrow_scan(items, str(tmp_path / "t.json"), views, None, load_settings(None, {"items_format": "json"})) is None
+    assert arrow_scan(items, "table:t", views, None, load_settings(None, {})) is None
+    assert arrow_scan(items, str(tmp_path / "t.parquet"), views, None, load_settings(None, {"partitions": 4})) is None
+    assert arrow_scan(items, str(tmp_path / "t.parquet"), views, None, load_settings(None, {})) is None  # double ids
 
 
 def test_the_sample_draw_outside_the_jvm_draws_the_jvm_rows(spark):

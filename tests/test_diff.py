@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from pairspark import pipeline
 from pairspark.errors import UsageError
+from pairspark.pipeline.classify import PREDICTIONS_INFO
 from pairspark.spark.audit import diff_predictions
 
 SCHEMA = "item_id string, image_class string, text_class string"
@@ -19,7 +20,7 @@ SCHEMA = "item_id string, image_class string, text_class string"
 def _predictions(spark, folder, rows, class_ids):
     spark.createDataFrame(rows, SCHEMA).coalesce(1).write.parquet(str(folder))
     info = {"views": ["image", "text"], "methods": ["base"], "class_ids": class_ids, "label_column": None}
-    (folder / pipeline.PREDICTIONS_INFO).write_text(json.dumps(info))
+    (folder / PREDICTIONS_INFO).write_text(json.dumps(info))
     return str(folder)
 
 

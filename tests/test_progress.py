@@ -77,12 +77,12 @@ def test_errors_in_the_block_pass_through_and_stop_the_thread(spark):
 
 
 def test_stage_still_logs_done_with_or_without_a_session(caplog):
-    from pairspark import pipeline
+    from pairspark.pipeline.stage import stage
 
     caplog.set_level(logging.INFO, logger="pairspark")
-    with pipeline._stage("fit") as facts:
+    with stage("fit") as facts:
         facts["rows"] = 3
-    with pipeline._stage("classify", _ConnectLike(), total_items=3) as facts:
+    with stage("classify", _ConnectLike(), total_items=3) as facts:
         facts["rows"] = 4
     done = [r.getMessage() for r in caplog.records if " done in " in r.getMessage()]
     assert done[0].startswith("fit done in ") and done[0].endswith("rows=3")
