@@ -1,7 +1,7 @@
 """Issue 26, one view: label-free statistics of self-training against its gain over base (numpy).
 
 For every view of the chosen catalogs (a two-view catalog gives two one-view problems), on every item
-as the driver's sample: base, self-training run until its targets repeat (core/methods.train_until_repeat
+as the driver's sample: base, self-training run until its targets repeat (core/rounds.train_until_repeat
 with selftrain_round), the halves' reproducibility (as fit_selftrain computes it) and candidate checks.
 Prints one JSON line per (catalog, view).
 
@@ -20,7 +20,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study  # noqa: E402,F401
 import catalogs as cats  # noqa: E402
-from pairspark.core import methods as M  # noqa: E402
+try:
+    from pairspark.core import rounds as M  # noqa: E402
+except ImportError:  # a PAIRSPARK_SRC checkout from before core/rounds.py
+    from pairspark.core import methods as M  # noqa: E402
 from pairspark.core.cosine import unit_rows64  # noqa: E402
 from pairspark.core.scorers import margin_threshold, top_margin  # noqa: E402
 

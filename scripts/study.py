@@ -10,7 +10,7 @@ numpy code (pairspark/core/*), step by step:
    (xxhash64(seed + 1, item_id) mod 2^30 below fraction * 2^30, plus every verified item);
 3. margin thresholds (spark/fit.margin_thresholds): the min_margin quantile of the 4,096-bin
    histogram of the drawn items' base margins, per view;
-4. the iterative methods through REGISTRY[m].fit over `ArrayPasses` (core/methods.Passes over the
+4. the iterative methods through REGISTRY[m].fit over `ArrayPasses` (core/fitting.Passes over the
    in-memory items, verified rows included), those that need the confident moments last;
 5. confident moments per view (spark/passes.run_pass): ClassMoments of the items that are confident
    (core/cosine.confident) or verified, each in its verified class if it has one, else its base class;
@@ -54,11 +54,15 @@ for p in (str(ROOT / "scripts"), os.environ.get("PAIRSPARK_SRC") or str(ROOT)):
 from pairspark.core.calibration import auroc, expected_calibration_error, reliability, selective  # noqa: E402
 from pairspark.core.cosine import base_assign, confident, margin_histogram, margin_quantile, unit_rows64  # noqa: E402
 from pairspark.core.masks import MaskSettings  # noqa: E402
-from pairspark.core.methods import REGISTRY, FitContext, default_methods, iterative, primary_method  # noqa: E402
+from pairspark.core.methods import REGISTRY, default_methods, iterative, primary_method  # noqa: E402
 from pairspark.core.model import fit_view  # noqa: E402
 from pairspark.core.stats import ClassMoments  # noqa: E402
 from pairspark.core.tournament import bracket_keys  # noqa: E402
 
+try:
+    from pairspark.core.fitting import FitContext  # noqa: E402
+except ImportError:  # a PAIRSPARK_SRC checkout from before core/fitting.py: FitContext was in core/methods.py
+    from pairspark.core.methods import FitContext  # noqa: E402
 try:
     from pairspark.core.classify import classify  # noqa: E402
     from pairspark.core.confidence import calibrate  # noqa: E402
@@ -132,7 +136,7 @@ def draw_sample(item_ids: np.ndarray, verified: np.ndarray, seed: int) -> Sample
 
 
 class ArrayPasses:
-    """core/methods.Passes over in-memory items (spark/passes.SparkPasses without Spark): a pass is
+    """core/fitting.Passes over in-memory items (spark/passes.SparkPasses without Spark): a pass is
     the labeller over every item at once (Spark sums it per Arrow batch: the same to rounding)."""
 
     def __init__(self, xs: dict, cosines: dict, bases: dict, verified: np.ndarray, sample: Sample,
@@ -221,7 +225,7 @@ def fit_and_classify(cat: cats.Catalog, methods=None, labels_per_class: int = 0,
         result = REGISTRY[method].fit(passes, context)
         if isinstance(result, tuple):  # (scorers, facts): core/methods before its Fit object
             fitted, facts = result
-        else:  # core/methods.Fit
+        else:  # core/fitting.Fit
             fitted, facts = result.scorers, result.facts
             held_out[method] = dict(getattr(result, "held_out", {}) or {})
         method_fits[method] = {**facts, "seconds": round(time.perf_counter() - t0, 3)}

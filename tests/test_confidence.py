@@ -43,7 +43,9 @@ def test_confidence_is_the_first_of_the_top_k_which_are_sorted_probabilities_led
 def _held_out_cotrain(items, views, verified):
     """numpy reference of cotrain's held-out scores: the rounds replayed on all items, each row
     scored by a discriminant refitted from scratch without its fold (the cycle's targets fixed)."""
-    from pairspark.core.methods import _mean_stats, calibration_folds, cotrain_round, train_until_repeat, training_stats
+    from pairspark.core.fitting import mean_stats, training_stats
+    from pairspark.core.held_out import calibration_folds
+    from pairspark.core.rounds import cotrain_round, train_until_repeat
     from pairspark.core.scorers import lda_scorer
 
     names = [v.name for v in views]
@@ -58,7 +60,7 @@ def _held_out_cotrain(items, views, verified):
             rest, fold = folds != k, folds == k
             parts = [training_stats(xs[n][rest], t[i][0][rest], t[i][1][rest], verified[rest], len(views[i].class_ids), True)
                      for t in trained.cycle_targets]
-            held[n][fold] = lda_scorer(_mean_stats(parts)).scores(xs[n][fold], cos[n][fold])
+            held[n][fold] = lda_scorer(mean_stats(parts)).scores(xs[n][fold], cos[n][fold])
     return xs, cos, held
 
 

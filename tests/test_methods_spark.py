@@ -24,7 +24,7 @@ from pairspark.core.scorers import (
 )
 from pairspark.core.stats import ClassMoments
 from pairspark.errors import UsageError
-from pairspark.core.methods import TRANSDUCTIVE_ITERATIONS
+from pairspark.core.em import TRANSDUCTIVE_ITERATIONS
 from tests.synthetic import make_catalog, write_catalog
 
 pytestmark = pytest.mark.pyspark35  # also run on pyspark 3.5 by scripts/test

@@ -325,7 +325,7 @@ def test_round_robin_equals_a_brute_force_all_play_all(top_k):
     assert play_round_robin(x, t, masks, coef, cos, candidates, pair_weights(t, masks, coef)).tolist() == got.tolist()
 
 
-# ---------- cotrain's loop (core/methods.fit_cotrain) over in-memory passes ----------
+# ---------- cotrain's loop (core/rounds.fit_cotrain) over in-memory passes ----------
 
 def _parts(fit):
     """A Fit's (scorers, facts)."""
@@ -333,7 +333,7 @@ def _parts(fit):
 
 
 class _MemoryPasses:
-    """core/methods.Passes over arrays: `sample` is a fixed subset of the rows (or all of them)."""
+    """core/fitting.Passes over arrays: `sample` is a fixed subset of the rows (or all of them)."""
 
     def __init__(self, xs, ts, sample_rows):
         self.xs, self.ts, self.rows, self.passes = xs, ts, sample_rows, 0
@@ -348,7 +348,7 @@ class _MemoryPasses:
 
 
 def _cotrain_problem(seed=7, per_class=60):
-    from pairspark.core.methods import FitContext
+    from pairspark.core.fitting import FitContext
 
     rng = np.random.default_rng(seed)
     centres = np.eye(4)
@@ -361,7 +361,7 @@ def _cotrain_problem(seed=7, per_class=60):
 
 
 def test_cotrain_stops_where_its_training_targets_repeat_without_a_pass_when_the_sample_is_every_item():
-    from pairspark.core.methods import cotrain_round, fit_cotrain
+    from pairspark.core.rounds import cotrain_round, fit_cotrain
 
     xs, ts, truth, ctx = _cotrain_problem()
     passes = _MemoryPasses(xs, ts, np.arange(len(truth)))
@@ -380,7 +380,7 @@ def test_cotrain_stops_where_its_training_targets_repeat_without_a_pass_when_the
 
 
 def test_cotrain_on_a_sample_ends_with_one_pass_that_fits_every_item():
-    from pairspark.core.methods import cotrain_round, fit_cotrain
+    from pairspark.core.rounds import cotrain_round, fit_cotrain
 
     xs, ts, truth, ctx = _cotrain_problem(per_class=90)
     rows = np.arange(0, len(truth), 3)
@@ -398,7 +398,8 @@ def test_cotrain_on_a_sample_ends_with_one_pass_that_fits_every_item():
 
 
 def test_a_verified_row_trains_on_its_class_at_the_verified_weight_and_is_never_pseudo_labelled():
-    from pairspark.core.methods import VERIFIED_WEIGHT, cotrain_round, training_stats
+    from pairspark.core.fitting import VERIFIED_WEIGHT, training_stats
+    from pairspark.core.rounds import cotrain_round
 
     x = normalize_rows(np.array([[1.0, 0.1], [0.1, 1.0], [0.9, 0.3]]))
     stats = training_stats(x, np.array([0, 1, 0]), np.array([True, True, False]), np.array([-1, 0, 1]), 2)
@@ -412,10 +413,10 @@ def test_a_verified_row_trains_on_its_class_at_the_verified_weight_and_is_never_
         assert label.tolist() == [0, 0, 0] and keep.tolist() == [True, True, True]
 
 
-# ---------- selftrain (core/methods.fit_selftrain): one view, kept only where its changes reproduce ----------
+# ---------- selftrain (core/rounds.fit_selftrain): one view, kept only where its changes reproduce ----------
 
 def test_reproducibility_is_the_share_of_changed_rows_both_halves_change_the_same_way():
-    from pairspark.core.methods import reproducibility
+    from pairspark.core.rounds import reproducibility
 
     base = np.array([0, 0, 0, 0])
     # rows 0-2 changed by one half or both; only row 0 the same way
@@ -424,7 +425,7 @@ def test_reproducibility_is_the_share_of_changed_rows_both_halves_change_the_sam
 
 
 def test_selftrain_round_keeps_each_views_confident_answers_and_verified_rows():
-    from pairspark.core.methods import selftrain_round
+    from pairspark.core.rounds import selftrain_round
 
     x = normalize_rows(np.array([[1.0, 0.0], [0.6, 0.5], [0.0, 1.0]]))
     cos = x @ np.eye(2)  # margins 1.0, ~0.13, 1.0
@@ -435,14 +436,14 @@ def test_selftrain_round_keeps_each_views_confident_answers_and_verified_rows():
 
 
 def _one_view(xs, ts, name):
-    from pairspark.core.methods import FitContext
+    from pairspark.core.fitting import FitContext
 
     margins = {name: float(np.quantile(top_margin(xs[name] @ ts[name].T), 0.3))}
     return FitContext([name], {name: ts[name]}, {}, margins, len(xs[name]), 0.3)
 
 
 def test_selftrain_keeps_what_reproduces_a_prompt_that_misses_its_cluster_is_repaired():
-    from pairspark.core.methods import fit_selftrain
+    from pairspark.core.rounds import fit_selftrain
 
     xs, ts, truth, _ = _cotrain_problem(per_class=120)
     ctx = _one_view(xs, ts, "b")  # view b's prompt for class 1 points at class 2's cluster
@@ -454,7 +455,7 @@ def test_selftrain_keeps_what_reproduces_a_prompt_that_misses_its_cluster_is_rep
 
 
 def test_selftrain_falls_back_to_base_where_its_changes_do_not_reproduce():
-    from pairspark.core.methods import fit_selftrain
+    from pairspark.core.rounds import fit_selftrain
 
     rng = np.random.default_rng(3)
     xs = {"a": normalize_rows(rng.normal(size=(400, 12)))}  # no cluster structure: any change is drift
@@ -466,7 +467,7 @@ def test_selftrain_falls_back_to_base_where_its_changes_do_not_reproduce():
 
 
 def test_selftrain_on_a_sample_refits_a_kept_view_in_one_pass_over_every_item():
-    from pairspark.core.methods import fit_selftrain
+    from pairspark.core.rounds import fit_selftrain
 
     xs, ts, truth, _ = _cotrain_problem(per_class=150)
     passes = _MemoryPasses({"b": xs["b"]}, ts, np.arange(0, len(truth), 2))
@@ -480,7 +481,8 @@ def test_selftrain_on_a_sample_refits_a_kept_view_in_one_pass_over_every_item():
 
 def _cotrain_accuracy(xs, ts, truth):
     """(base accuracy, cotrain accuracy, cotrain's share right on class 2) per view, the sample every item."""
-    from pairspark.core.methods import FitContext, fit_cotrain
+    from pairspark.core.fitting import FitContext
+    from pairspark.core.rounds import fit_cotrain
 
     margins = {n: float(np.quantile(top_margin(xs[n] @ ts[n].T), 0.3)) for n in xs}
     scorers, _ = _parts(fit_cotrain(_MemoryPasses(xs, ts, np.arange(len(truth))), FitContext(list(xs), ts, {}, margins, len(truth), 0.3)))
@@ -523,7 +525,7 @@ def test_cotrain_keeps_a_rare_class_one_view_cannot_see_and_teaches_it_to_that_v
     assert got["b"][1] > got["b"][0] + 0.1
 
 
-# ---------- label-shift EM (core/scorers.label_shift_priors, core/methods.fit_labelshift) ----------
+# ---------- label-shift EM (core/scorers.label_shift_priors, core/em.fit_labelshift) ----------
 
 def test_label_shift_priors_reach_the_class_shares_the_posteriors_imply():
     from pairspark.core.scorers import label_shift_priors
@@ -558,7 +560,8 @@ def test_label_shift_priors_count_a_verified_row_as_its_class():
 
 
 def test_labelshift_on_a_sample_ends_with_one_pass_whose_priors_are_every_items_mean_posterior():
-    from pairspark.core.methods import FitContext, fit_labelshift
+    from pairspark.core.em import fit_labelshift
+    from pairspark.core.fitting import FitContext
     from pairspark.core.scorers import LABELSHIFT_TEMPERATURE, label_shift_priors
 
     rng = np.random.default_rng(3)
@@ -589,11 +592,12 @@ def test_calibrations_second_opinion_targets_never_take_a_views_own_answer_where
     assert keep_b.tolist() == [True, False, True, False] and label_b[[0, 2]].tolist() == [0, 2]
 
 
-# ---------- held-out scores for calibration (core/methods.held_out_scores) ----------
+# ---------- held-out scores for calibration (core/held_out.held_out_scores) ----------
 
 def test_held_out_scores_equal_a_discriminant_refitted_from_scratch_without_each_fold():
-    from pairspark.core.methods import (CALIBRATION_FOLDS, _mean_stats, calibration_folds, cotrain_round, held_out_scores,
-                                        train_until_repeat, training_stats)
+    from pairspark.core.fitting import mean_stats, training_stats
+    from pairspark.core.held_out import CALIBRATION_FOLDS, calibration_folds, held_out_scores
+    from pairspark.core.rounds import cotrain_round, train_until_repeat
 
     xs, ts, truth, ctx = _cotrain_problem(seed=3)
     names = ["a", "b"]
@@ -609,7 +613,7 @@ def test_held_out_scores_equal_a_discriminant_refitted_from_scratch_without_each
             rest, fold = folds != k, folds == k
             parts = [training_stats(xs[n][rest], t[v][0][rest], t[v][1][rest], verified[rest], 4, with_scatter=True)
                      for t in trained.cycle_targets]
-            want = lda_scorer(_mean_stats(parts)).scores(xs[n][fold], cos[n][fold])
+            want = lda_scorer(mean_stats(parts)).scores(xs[n][fold], cos[n][fold])
             np.testing.assert_allclose(held[n][fold], want, rtol=1e-7, atol=1e-7)
     # the model that trained on the rows is surer of them than the held-out ones are
     full = trained.model["a"].scores(xs["a"], cos["a"])
@@ -624,7 +628,7 @@ def test_label_stats_less_a_part_empty_a_class_left_with_no_weight():
     np.testing.assert_allclose(rest.scatter, x[1:].T @ x[1:])
 
 
-# ---------- verified labels start the rounds (core/methods.labelled_start; docs/METHOD.md, "Verified labels") ----------
+# ---------- verified labels start the rounds (core/labelled.labelled_start; docs/METHOD.md, "Verified labels") ----------
 
 class _LabelledPasses(_MemoryPasses):
     """_MemoryPasses whose rows carry verified class indices (-1 for none); the sample is every row."""
@@ -660,7 +664,7 @@ def _lda_on_labels(x, cos, verified, n_classes=4):
 
 
 def test_labelled_start_follows_good_prompts_and_the_labels_where_the_prompts_are_wrong():
-    from pairspark.core.methods import labelled_start
+    from pairspark.core.labelled import labelled_start
 
     good = np.eye(4, 8) + 0.05
     x, t, truth, verified = _labelled_problem(good)
@@ -679,7 +683,7 @@ def test_labelled_start_follows_good_prompts_and_the_labels_where_the_prompts_ar
 
 
 def test_labelled_start_keeps_the_zero_shot_evidence_of_a_class_without_labels():
-    from pairspark.core.methods import labelled_start
+    from pairspark.core.labelled import labelled_start
 
     x, t, truth, verified = _labelled_problem(np.eye(4, 8) + 0.05, labelled=(0, 1, 2))
     cos = x @ t.T
@@ -689,7 +693,8 @@ def test_labelled_start_keeps_the_zero_shot_evidence_of_a_class_without_labels()
 
 
 def test_cotrain_with_few_verified_labels_beats_both_the_prompts_and_a_discriminant_on_the_labels_alone():
-    from pairspark.core.methods import FitContext, fit_cotrain
+    from pairspark.core.fitting import FitContext
+    from pairspark.core.rounds import fit_cotrain
 
     # both views' prompts for classes 1 and 2 swapped: co-training alone cannot see the mistake
     wrong = np.eye(4, 8)[[0, 2, 1, 3]] + 0.05
@@ -709,7 +714,7 @@ def test_cotrain_with_few_verified_labels_beats_both_the_prompts_and_a_discrimin
 
 
 def test_selftrain_with_verified_labels_is_kept_without_the_halves_and_repairs_a_wrong_prompt():
-    from pairspark.core.methods import fit_selftrain
+    from pairspark.core.rounds import fit_selftrain
 
     x, t, truth, verified = _labelled_problem(np.eye(4, 8)[[0, 2, 1, 3]] + 0.05)
     xs, ts = {"a": x}, {"a": t}
@@ -723,12 +728,12 @@ def test_selftrain_with_verified_labels_is_kept_without_the_halves_and_repairs_a
 def test_selftrain_without_labels_needs_every_split_to_reproduce_not_most(monkeypatch):
     """A self-training run that drifts the same way on most halves (reproducibility above 0.5 on
     4 of 5 splits, the median the old rule read) but not on one is not trusted."""
-    from pairspark.core import methods
+    from pairspark.core import rounds
 
     xs, ts, truth, _ = _cotrain_problem(per_class=120)
     values = iter([0.9, 0.9, 0.45, 0.9, 0.9])
-    monkeypatch.setattr(methods, "reproducibility", lambda *a: next(values))
-    fit = methods.fit_selftrain(_MemoryPasses({"b": xs["b"]}, ts, np.arange(len(truth))), _one_view(xs, ts, "b"))
+    monkeypatch.setattr(rounds, "reproducibility", lambda *a: next(values))
+    fit = rounds.fit_selftrain(_MemoryPasses({"b": xs["b"]}, ts, np.arange(len(truth))), _one_view(xs, ts, "b"))
     fact = fit.facts["views"]["b"]
     assert np.median(fact["reproduced"]) >= 0.5 and not fact["trusted"] and fact["trusted_by"] == "reproducibility"
     cos = xs["b"] @ ts["b"].T

@@ -2,7 +2,7 @@
 driver's sample, against a second opinion and any verified labels.
 
 Above the registry (it scores the sample with every fitted method); the temperature math and the
-calibration metrics are core/calibration.py, the held-out scores of the learners core/methods.py.
+calibration metrics are core/calibration.py, the held-out scores of the learners core/held_out.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import numpy as np
 
 from pairspark.core.calibration import answer_scores, fit_temperature
 from pairspark.core.cosine import base_assign, top_candidates
-from pairspark.core.methods import CALIBRATION_FOLDS, REGISTRY, Batch, gnb, prepare
+from pairspark.core.held_out import CALIBRATION_FOLDS
+from pairspark.core.methods import REGISTRY, Batch, gnb, prepare
 from pairspark.core.model import ViewModel
 from pairspark.core.scorers import margin_threshold, second_opinion_targets, top_margin
 from pairspark.core.tournament import resolve_candidates
@@ -45,7 +46,7 @@ def calibrate(views: list[ViewModel], methods: tuple[str, ...], sample: dict[str
     softmax(answer_scores / T)[answer], predicts whether a second opinion confirms the answer
     (core/calibration.fit_temperature), never whether the method agrees with itself:
 
-    * the scores are a learner's `held_out` ones (core/methods.Fit: each sample row scored by a
+    * the scores are a learner's `held_out` ones (core/fitting.Fit: each sample row scored by a
       discriminant fitted without its fold): the discriminant that trained on a row reproduces its
       training label there, and a temperature fitted on that runs to 0;
     * the second opinion: with two views the other view's zero-shot answers (second_opinions);

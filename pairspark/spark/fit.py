@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from pairspark.core.confidence import calibrate
 from pairspark.core.cosine import margin_histogram, margin_quantile
-from pairspark.core.methods import REGISTRY, FitContext, iterative
+from pairspark.core.fitting import FitContext
+from pairspark.core.methods import REGISTRY, iterative
 from pairspark.core.model import ViewModel, fit_view
 from pairspark.core.scorers import Scorer
 from pairspark.errors import UsageError
@@ -68,7 +69,7 @@ def fit_views(valid: ItemRows, views: list[View], tables: dict[str, ClassTable],
     margins = margin_thresholds(sample, views, rule)
     passes = SparkPasses(valid, views, tables, sample, Confident(params.getMinCosine(), margins))
     scorers: dict[str, dict[str, Scorer]] = {v.name: {} for v in views}
-    held_out: dict[str, dict] = {}  # per method, the sample's held-out scores per view (core/methods.Fit)
+    held_out: dict[str, dict] = {}  # per method, the sample's held-out scores per view (core/fitting.Fit)
     method_fits: dict[str, dict] = {}
     share = rule.value if rule.is_quantile else DEFAULT_CONFIDENT_SHARE
     names = [v.name for v in views]

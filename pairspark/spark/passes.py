@@ -1,5 +1,5 @@
 """Passes over the items: the confident class moments and the iterative methods' fit loops
-(core/methods.py's `Passes`), and the driver's sample.
+(core/fitting.py's `Passes`), and the driver's sample.
 
 A pass labels each Arrow batch with the previous iteration's scorers (small, shipped in the
 closure), folds the batch into LabelStats per view, and emits one flat float64 payload per
@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pairspark.core.cosine import confident
-from pairspark.core.methods import Labeller
+from pairspark.core.fitting import Labeller
 from pairspark.core.scorers import LabelStats
 from pairspark.core.stats import ClassMoments, merge_all
 from pairspark.core.tournament import bracket_keys
@@ -230,7 +230,7 @@ def draw_sample(valid: ItemRows, views, tables, rows: int, seed: int) -> Sample:
 
 def in_id_order(table: pa.Table) -> pa.Table:
     """The sample's rows ordered by item_id as a string: a collect returns them in partition order,
-    and the calibration's folds (core/methods.calibration_folds) are dealt by row position, so
+    and the calibration's folds (core/held_out.calibration_folds) are dealt by row position, so
     without one order the confidence would change with the partitioning and the reader. A valid
     item_id is unique (a repeated one is invalid), so the order is total on the rows kept."""
     if table.num_rows < 2:
@@ -263,7 +263,7 @@ def _draw(valid: ItemRows, views, tables, fraction: float, seed: int) -> Sample:
 
 
 class SparkPasses:
-    """core/methods.Passes over a DataFrame of items (with transform.with_duplicate_flag's DUPLICATE): one Spark job
+    """core/fitting.Passes over a DataFrame of items (with transform.with_duplicate_flag's DUPLICATE): one Spark job
     per pass; invalid rows are skipped in the same Arrow batches. The sample is drawn once, before
     (draw_sample); the confident moments ride on the first stats pass (or take a pass of their own
     when `moments` is asked first)."""
