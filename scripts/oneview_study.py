@@ -25,7 +25,10 @@ try:
 except ImportError:  # a PAIRSPARK_SRC checkout from before core/rounds.py
     from pairspark.core import methods as M  # noqa: E402
 from pairspark.core.cosine import unit_rows64  # noqa: E402
-from pairspark.core.scorers import margin_threshold, top_margin  # noqa: E402
+try:
+    from pairspark.core.targets import margin_threshold, top_margin  # noqa: E402
+except ImportError:  # a PAIRSPARK_SRC checkout from before core/targets.py
+    from pairspark.core.scorers import margin_threshold, top_margin  # noqa: E402
 
 
 def one(cat, v):

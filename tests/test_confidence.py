@@ -10,7 +10,7 @@ from pairspark import pipeline
 from pairspark.config import View, load_settings
 from pairspark.core.calibration import fit_temperature, probabilities
 from pairspark.core.cosine import unit_rows64
-from pairspark.core.scorers import margin_threshold, top_margin
+from pairspark.core.targets import margin_threshold, top_margin
 from tests.synthetic import make_catalog, write_catalog
 
 pytestmark = pytest.mark.pyspark35  # also run on pyspark 3.5 by scripts/test

@@ -12,18 +12,17 @@ from pairspark.core.masks import MaskSettings, pair_masks
 from pairspark.core.scorers import (
     LabelStats,
     centroid_scorer,
-    cotrain_targets,
     gnb_scorer,
     lda_scorer,
     ovr_masks,
     ovr_predict,
     ovr_scores,
     softmax,
-    top_margin,
     transductive_initial,
     transductive_scorer,
 )
 from pairspark.core.stats import ClassMoments
+from pairspark.core.targets import cotrain_targets, top_margin
 from pairspark.core.tournament import pair_coefficients, pair_weights, play_round_robin
 from tests.reference import normalize_rows
 
@@ -582,7 +581,7 @@ def test_labelshift_on_a_sample_ends_with_one_pass_whose_priors_are_every_items_
 
 
 def test_calibrations_second_opinion_targets_never_take_a_views_own_answer_where_the_views_disagree():
-    from pairspark.core.scorers import second_opinion_targets
+    from pairspark.core.targets import second_opinion_targets
 
     labels = [np.array([0, 1, 2, 0]), np.array([0, 2, 1, 1])]
     margins = [np.array([5.0, 0.1, 3.0, 0.2]), np.array([1.0, 4.0, 0.1, 0.1])]

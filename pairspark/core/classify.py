@@ -13,7 +13,7 @@ from pairspark.core.calibration import answer_scores, probabilities, top_k
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.methods import REGISTRY, Batch
 from pairspark.core.model import ViewModel
-from pairspark.core.scorers import top_margin
+from pairspark.core.targets import top_margin
 from pairspark.core.tournament import resolve_candidates
 
 

@@ -14,7 +14,7 @@ from pairspark.core.cosine import base_assign, top_candidates
 from pairspark.core.held_out import CALIBRATION_FOLDS
 from pairspark.core.methods import REGISTRY, Batch, gnb, prepare
 from pairspark.core.model import ViewModel
-from pairspark.core.scorers import margin_threshold, second_opinion_targets, top_margin
+from pairspark.core.targets import margin_threshold, second_opinion_targets, top_margin
 from pairspark.core.tournament import resolve_candidates
 
 # verified labels and the label-free second opinion are fitted together, the second opinion
@@ -27,7 +27,7 @@ def second_opinions(views: list[ViewModel], bases: dict, base_thresholds: dict[s
                     ) -> list[tuple[np.ndarray, np.ndarray] | None]:
     """Per view the label-free (label, keep) its confidence is fitted to predict, on the driver's
     sample: with two views the OTHER view's zero-shot (base) answers, where the two base answers
-    agree or the other one is confident (core/scorers.second_opinion_targets): never trained, so
+    agree or the other one is confident (core/targets.second_opinion_targets): never trained, so
     their mistakes are not taught to agree with the view's learned answers (the other view's learned
     answers would be: co-training makes the views agree, on their mistakes too). With one view None:
     calibrate takes the view's own confident answers."""

@@ -17,8 +17,8 @@ import numpy as np
 from pairspark.core.fitting import Fit, FitContext, Passes, mean_stats, sample_cosines, training_stats
 from pairspark.core.held_out import held_out_scores
 from pairspark.core.labelled import labelled_start
-from pairspark.core.scorers import (LabelStats, Scorer, base_scorer, cotrain_targets, lda_scorer, margin_threshold,
-                                     top_margin)
+from pairspark.core.scorers import LabelStats, Scorer, base_scorer, lda_scorer
+from pairspark.core.targets import cotrain_targets, margin_threshold, top_margin
 from pairspark.errors import UsageError
 
 log = logging.getLogger("pairspark")
@@ -32,7 +32,7 @@ def cotrain_round(names: list[str], xs: dict[str, np.ndarray], cosines: dict[str
                   current: dict[str, Scorer] | None, thresholds: list[float],
                   verified: np.ndarray | None = None, rule=cotrain_targets) -> list[tuple[np.ndarray, np.ndarray]]:
     """One co-training round's (training label, keep mask) per view: from the base cosines in round
-    1 (current None), else from the current discriminants, by `rule` (core/scorers.cotrain_targets;
+    1 (current None), else from the current discriminants, by `rule` (core/targets.cotrain_targets;
     calibration: second_opinion_targets); a verified row is trained on its verified class in both views."""
     scores = [cosines[n] if current is None else current[n].scores(xs[n], cosines[n]) for n in names]
     targets = rule([s.argmax(axis=1) for s in scores], [top_margin(s) for s in scores], thresholds)

@@ -16,7 +16,8 @@ the items per iteration, each pass labelling items with the previous iteration's
   diagonal by min(1, D / n)) per view. Each view learns from the items whose two views agree, the
   items where it is confident itself (its top-2 score margin is outside its lowest min_margin
   share), with its own answer, and the items where only the *other* view is confident, with the
-  other view's answer; both re-label and it repeats (the default; see docs/RESULTS.md).
+  other view's answer; both re-label and it repeats (the default; see docs/RESULTS.md). Its
+  targets and the confident-margin rule: core/targets.py; its rounds: core/rounds.py.
 * labelshift: base's probabilities with class priors re-estimated from the items by EM
   (Saerens et al. 2002) instead of assumed uniform: label shift, not a new class model.
 * ovr: one-vs-rest masks: cosine to each class on the dims where the cross ratio of that class
@@ -287,53 +288,6 @@ def lda_scorer(stats: LabelStats, shrinkage: float | None = None) -> Scorer:
     weights = np.linalg.solve(within, mean.T).T
     bias = -0.5 * np.sum(weights * mean, axis=1)
     return Scorer(weights, np.where(stats.weight > 0, bias, DISABLED))
-
-
-def top_margin(scores: np.ndarray) -> np.ndarray:
-    """Best minus second-best score per row (+inf when only one class can win)."""
-    if scores.shape[1] < 2:
-        return np.full(len(scores), np.inf)
-    top2 = np.partition(scores, scores.shape[1] - 2, axis=1)[:, -2:]
-    with np.errstate(invalid="ignore"):
-        margin = top2[:, 1] - top2[:, 0]
-    return np.where(np.isfinite(top2[:, 0]), margin, np.inf)
-
-
-def margin_threshold(margins: np.ndarray, share: float) -> float:
-    """The `share` quantile of the finite margins (an infinite margin is always confident)."""
-    finite = margins[np.isfinite(margins)]
-    return float(np.quantile(finite, share)) if finite.size else 0.0
-
-
-def cotrain_targets(labels: list[np.ndarray], margins: list[np.ndarray], thresholds: list[float]):
-    """Per view (training label, keep mask) for one co-training round of two views.
-
-    Agreed items keep their shared label; elsewhere a view keeps its own answer where it is
-    confident (margin >= its threshold), is taught the other view's answer where only the other is
-    confident, and gets nothing where neither is. A view's own confident answer comes first: a
-    class one view cannot see (its prompt is poor there) must not overwrite the other view's
-    confident answers for it (docs/METHOD.md, "Small catalogs")."""
-    agree = labels[0] == labels[1]
-    out = []
-    for v in (0, 1):
-        other = 1 - v
-        confident_self = margins[v] >= thresholds[v]
-        confident_other = margins[other] >= thresholds[other]
-        out.append((np.where(agree | confident_self, labels[v], labels[other]), agree | confident_self | confident_other))
-    return out
-
-
-def second_opinion_targets(labels: list[np.ndarray], margins: list[np.ndarray], thresholds: list[float]):
-    """Per view (label, keep) for calibration: each view judged by the other. Agreed items keep
-    their shared label; elsewhere a view gets the other view's answer where the other is confident,
-    and nothing where it is not. Unlike cotrain_targets, a view's own confident answer is no target
-    here: a temperature fitted on a view's own answers would only learn to trust them."""
-    agree = labels[0] == labels[1]
-    out = []
-    for v in (0, 1):
-        other = 1 - v
-        out.append((np.where(agree, labels[v], labels[other]), agree | (margins[other] >= thresholds[other])))
-    return out
 
 
 def ovr_masks(moments: ClassMoments, settings: MaskSettings) -> np.ndarray:
