@@ -29,16 +29,17 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
 
 from pairspark import __version__
+from pairspark.core.columns import DUPLICATE, ITEM_ID
 from pairspark.core.methods import primary_method
 from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams
 from pairspark.spark.arrow_scan import ArrowScan
 from pairspark.spark.fit import fit_views
-from pairspark.spark.io import (DUPLICATE, ITEM_ID, REASON, arrow_batch_rows, check_item_dims, load_classes, read_labels,
+from pairspark.spark.io import (arrow_batch_rows, check_item_dims, load_classes, read_labels,
                                 require_columns, require_rows, vector_column, with_verified)
 from pairspark.spark.model_io import load_model, model_view_meta, read_metadata, save_model, write_metadata
 from pairspark.spark.passes import FrameRows
-from pairspark.spark.transform import answer_fields, transform_items, with_duplicate_flag
+from pairspark.spark.transform import answer_columns, transform_items, with_duplicate_flag
 from pairspark.views import parse_views
 
 log = logging.getLogger("pairspark")
@@ -232,8 +233,7 @@ class PairwiseTournamentModel(Model, HasPairsparkParams, MLReadable, MLWritable)
         methods = self.run_methods
         classified = scan.classified(self.view_models, methods, self.getSeed(), self.getCandidates(), self.getTopK(),
                                      id_column, label, arrow_batch_rows(scan.items.sparkSession))
-        return scan.with_duplicates(classified, id_column,
-                                    [f.name for f in answer_fields(self.view_models, methods) if f.name != REASON])
+        return scan.with_duplicates(classified, id_column, answer_columns(self.view_models, methods))
 
     def write(self) -> MLWriter:
         return _Writer(self)

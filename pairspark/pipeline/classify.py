@@ -12,18 +12,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pairspark.config import Settings
+from pairspark.core.columns import ITEM_ID, REASON, VERIFIED_LABEL
 from pairspark.core.methods import primary_method
 from pairspark.errors import InvalidRowsError, UsageError
 from pairspark.ml import PairwiseTournamentModel
 from pairspark.params import CLASSIFY_PARAMS
 from pairspark.pipeline.readers import ID, LABEL, classify_reader, read_items
 from pairspark.pipeline.stage import now, source_ref, stage, versions
-from pairspark.spark.io import (ITEM_ID, REASON, VERIFIED_LABEL, check_item_dims, labels_frame, read_labels, read_parquet,
-                                require_columns)
+from pairspark.spark.io import check_item_dims, labels_frame, read_labels, read_parquet, require_columns
 from pairspark.spark.fs import FileSystem
 from pairspark.spark.publish import atomic_output
 from pairspark.spark.tables import publish_table
-from pairspark.spark.transform import answer_fields
+from pairspark.spark.transform import answer_columns
 from pairspark.views import View
 
 log = logging.getLogger("pairspark")
@@ -102,7 +102,7 @@ def _publish_classified(spark, answered: DataFrame, quarantine: DataFrame, model
                         labels: tuple[str, pa.Table] | None) -> dict:
     """Quarantine first, then predictions (whose counts refer to it), each published atomically.
     `answered`: a ClassifyReader's rows; `quarantine`: its set_aside of them."""
-    views = model.view_models
+    view_models = model.view_models
     if settings.on_invalid == "error":
         _stop_on_bad_rows(quarantine, items_path)
     marker: dict = {}
@@ -112,7 +112,7 @@ def _publish_classified(spark, answered: DataFrame, quarantine: DataFrame, model
         marker["counts"] = {"quarantined": sum(reasons.values()), "quarantined_by_reason": reasons}
     # Hash by item_id into a fixed number of files, sorted: the same bytes whatever the input
     # partitioning or row order (the tournament itself never depends on them).
-    answers = [f.name for f in answer_fields(views, methods) if f.name != REASON]
+    answers = answer_columns(view_models, methods)
     label = [F.col(LABEL).alias(label_col)] if label_col else []
     predictions = answered.where(F.col(REASON).isNull()).select(F.col(ID).alias(ITEM_ID), *label, *answers)
     if labels is not None:  # the verified class beside the model's own answer (the metrics leave these items out)
@@ -126,11 +126,11 @@ def _publish_classified(spark, answered: DataFrame, quarantine: DataFrame, model
         classified = spark.read.parquet(staging).count()
         info = {
             "created_at": now(),
-            "views": [v.name for v in views],
+            "views": [v.name for v in view_models],
             "methods": list(methods),
             "primary_method": primary_method(methods),
             "label_column": label_col,
-            "class_ids": views[0].class_ids,
+            "class_ids": view_models[0].class_ids,
             "seed": model.getSeed(),
             "candidates": model.getCandidates(),
             "top_k": model.getTopK(),

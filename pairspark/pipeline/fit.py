@@ -9,11 +9,12 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pairspark import reuse
 from pairspark.config import Settings
+from pairspark.core.columns import ITEM_ID
 from pairspark.errors import InvalidRowsError
 from pairspark.ml import PairwiseTournamentClassifier, PairwiseTournamentModel
 from pairspark.pipeline.readers import arrow_scan, read_items
 from pairspark.pipeline.stage import now, source_ref, stage, tracked, versions
-from pairspark.spark.io import ITEM_ID, check_item_dims, first_invalid, load_classes, require_columns, vector_column
+from pairspark.spark.io import check_item_dims, first_invalid, load_classes, require_columns, vector_column
 from pairspark.spark.fs import FileSystem
 from pairspark.spark.publish import atomic_output
 from pairspark.spark.transform import with_duplicate_flag

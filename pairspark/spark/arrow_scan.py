@@ -40,11 +40,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pairspark.core.columns import DUPLICATE, ITEM_ID, REASON, VERIFIED
 from pairspark.core.model import ViewModel
 from pairspark.core.tournament import bracket_keys
 from pairspark.core.validate import DUPLICATE_ITEM_ID
 from pairspark.spark.compat import create_frame, to_arrow
-from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, VERIFIED, by_name
+from pairspark.spark.io import by_name
 from pairspark.spark.passes import DRAWN, BatchFn, drawn_mask
 from pairspark.spark.transform import answer_fields, batch_answers
 
@@ -65,14 +66,14 @@ class ArrowScan:
     splits: tuple[tuple[int, int, int], ...]
     items: DataFrame  # spark.read.parquet of the same path: schema, duplicates, quarantine rows
 
-    def classified(self, views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
+    def classified(self, view_models: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
                    id_column: str, label: tuple[str, str] | None, batch_rows: int) -> DataFrame:
         """Lazily: per item row, `id_column` (item_id as a string), the label as a string (label:
         (items column, output name)), answer_fields, FILE and ROW; every check of core/validate.py
         but the duplicate one (with_duplicates). No Spark job runs here."""
-        classify = batch_answers(views, methods, candidates, top_k)
-        fields = answer_fields(views, methods)
-        columns = [ITEM_ID, *dict.fromkeys(v.column for v in views)] + ([label[0]] if label else [])
+        classify = batch_answers(view_models, methods, candidates, top_k)
+        fields = answer_fields(view_models, methods)
+        columns = [ITEM_ID, *dict.fromkeys(v.column for v in view_models)] + ([label[0]] if label else [])
         columns = list(dict.fromkeys(columns))
         names = [id_column] + ([label[1]] if label else []) + [f.name for f in fields] + [FILE, ROW]
         files, splits, seed = self.files, self.splits, int(seed)
@@ -87,7 +88,7 @@ class ArrowScan:
                                                      use_threads=False):
                         ids = batch.column(ITEM_ID)
                         text_ids = ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
-                        answers = classify(ids, bracket_keys(text_ids, seed), None, [batch.column(v.column) for v in views])
+                        answers = classify(ids, bracket_keys(text_ids, seed), None, [batch.column(v.column) for v in view_models])
                         out = [text_ids]
                         if label:
                             values = batch.column(label[0])

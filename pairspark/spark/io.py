@@ -16,15 +16,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pairspark.views import View
+from pairspark.core.columns import CLASS_ID, DUPLICATE, ITEM_ID, REASON, VERIFIED
 from pairspark.core.cosine import base_assign, ensemble_prompts, unit_rows64
 from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
 from pairspark.spark.compat import create_frame, to_arrow
-
-ITEM_ID = "item_id"
-CLASS_ID = "class_id"
-REASON = "reason"  # why an item row is quarantined (null for a valid row): see core/validate.py
-
 
 TABLE_PREFIX = "table:"
 
@@ -163,9 +159,6 @@ def load_classes(spark: SparkSession, path: str, views: list[View], fmt: str | N
     return out
 
 
-DUPLICATE = "_duplicate"  # true where the row's item_id occurs more than once in the input (transform.py)
-
-
 def batch_reasons(batch: pa.RecordBatch, checks: list[tuple[str, str, int]]) -> pa.Array:
     """validate.row_reasons for a batch holding ITEM_ID, DUPLICATE and the view columns; checks: (view, column, dim)."""
     column = batch.schema.get_field_index
@@ -259,8 +252,6 @@ def view_base(batch: pa.RecordBatch, column: str, table: ClassTable):
 
 
 # ---- verified labels (--labels / labelsPath) ----
-VERIFIED = "_pairspark_verified"  # class index of a row's verified label, -1 for none (fit's passes)
-VERIFIED_LABEL = "verified_label"  # the predictions' column: the verified class_id, null for none
 
 
 def read_labels(spark: SparkSession, path: str, class_ids: list[str]) -> pa.Table:
