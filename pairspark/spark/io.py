@@ -1,8 +1,8 @@
-"""Reading and validating inputs, and Arrow <-> numpy conversion for the batch kernels."""
+"""The driver's reads: the items and classes tables (checked on read), the verified labels, and the
+Spark column helpers around them. The per-batch Arrow/numpy helpers the workers run are
+core/batches.py; what happens to invalid and repeated item rows is spark/items.py."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,9 +16,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pairspark.views import View
+from pairspark.core.batches import ClassTable, batch_reasons, view_checks
 from pairspark.core.columns import CLASS_ID, DUPLICATE, ITEM_ID, REASON, VERIFIED
-from pairspark.core.cosine import base_assign, ensemble_prompts, unit_rows64
-from pairspark.core.validate import row_reasons
+from pairspark.core.cosine import ensemble_prompts
 from pairspark.errors import UsageError
 from pairspark.spark.compat import create_frame, to_arrow
 
@@ -94,22 +94,6 @@ def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
         raise UsageError(f"{what} has no column(s) {', '.join(missing)}; it has {', '.join(df.columns)}")
 
 
-@dataclass(frozen=True)
-class ClassTable:
-    """The classes of one view, sorted by class_id: ids and unit prompt vectors (C, D).
-
-    A class given several prompt rows has the unit mean of their unit vectors (prompt ensembling,
-    docs/METHOD.md "Several prompts per class"); `prompts` counts the rows behind each class."""
-
-    class_ids: list[str]
-    vectors: np.ndarray
-    prompts: tuple[int, ...] = ()
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-
 def class_column(classes: DataFrame, view: View) -> str:
     """The classes table's column for a view: its NAME, or else the items' COL."""
     for candidate in (view.name, view.column):
@@ -159,20 +143,6 @@ def load_classes(spark: SparkSession, path: str, views: list[View], fmt: str | N
     return out
 
 
-def batch_reasons(batch: pa.RecordBatch, checks: list[tuple[str, str, int]]) -> pa.Array:
-    """validate.row_reasons for a batch holding ITEM_ID, DUPLICATE and the view columns; checks: (view, column, dim)."""
-    column = batch.schema.get_field_index
-    return row_reasons(
-        batch.column(column(ITEM_ID)),
-        [(name, batch.column(column(col)), dim) for name, col, dim in checks],
-        batch.column(column(DUPLICATE)),
-    )
-
-
-def view_checks(views: list[View], dims: dict[str, int]) -> list[tuple[str, str, int]]:
-    return [(v.name, v.column, dims[v.name]) for v in views]
-
-
 def first_invalid(marked: DataFrame, views: list[View], dims: dict[str, int], limit: int = 3) -> list[tuple[str, str]]:
     """The first `limit` bad rows by item_id (an extra pass: only --on-invalid error asks)."""
     checks = view_checks(views, dims)
@@ -210,45 +180,6 @@ def check_item_dims(items: DataFrame, views: list[View], dims: dict[str, int]) -
                 f"view {view.name}: items column {view.column} has {first[0]['d']}-d vectors "
                 f"but the classes' vectors are {dims[view.name]}-d"
             )
-
-
-def batch_matrix(batch: pa.RecordBatch, column: str, dim: int) -> np.ndarray:
-    """Zero-copy (n, dim) float32 view of a validated list<float> column."""
-    array = batch.column(batch.schema.get_field_index(column))
-    values = array.flatten()  # honours slice offsets, unlike .values
-    if values.null_count or len(values) != len(array) * dim:
-        raise ValueError(f"column {column} was not validated: {len(values)} values for {len(array)} rows of {dim}")
-    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(array), dim)
-
-
-def list_array(matrix: np.ndarray, value_type: pa.DataType = pa.float64()) -> pa.ListArray:
-    """(n, d) numpy matrix -> Arrow list array of n rows."""
-    n, d = matrix.shape
-    offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix).reshape(-1), type=value_type))
-
-
-def class_names(class_ids: list[str], index: np.ndarray) -> pa.Array:
-    """Class index array -> Arrow string array (dictionary decode in C++, no Python loop)."""
-    dictionary = pa.array(class_ids, type=pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(index, type=pa.int32()), dictionary).dictionary_decode()
-
-
-def valid_batches(batches, checks: list[tuple[str, str, int]]):
-    """Only the rows core/validate.py accepts (checked here, in the same pass as the math)."""
-    for batch in batches:
-        reasons = batch_reasons(batch, checks)
-        if reasons.null_count == batch.num_rows:
-            yield batch  # the usual case: no copy
-        elif reasons.null_count:
-            yield batch.filter(pc.is_null(reasons))
-
-
-def view_base(batch: pa.RecordBatch, column: str, table: ClassTable):
-    """(unit rows, BaseAssignment) of one view of a batch; float64 as in ViewModel.classify, so fit
-    and classify give every item the same base answer."""
-    x_unit = unit_rows64(batch_matrix(batch, column, table.dim))
-    return x_unit, base_assign(x_unit, table.vectors.astype(np.float64))
 
 
 # ---- verified labels (--labels / labelsPath) ----
@@ -302,11 +233,3 @@ def with_verified(items: DataFrame, labels: pa.Table) -> tuple[DataFrame, dict]:
     ids = items.select(F.col(ITEM_ID).cast("string").alias(ITEM_ID)).distinct()
     matched = frame.join(ids, ITEM_ID, "left_semi").count()
     return marked, {"given": labels.num_rows, "matched": int(matched), "not_among_items": labels.num_rows - int(matched)}
-
-
-def verified_of(batch: pa.RecordBatch) -> np.ndarray:
-    """Per row of a batch, the verified class index (-1 for none; all -1 without the column)."""
-    i = batch.schema.get_field_index(VERIFIED)
-    if i < 0:
-        return np.full(batch.num_rows, -1, np.int64)
-    return pc.fill_null(batch.column(i), -1).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -28,6 +28,7 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pairspark.core.batches import ClassTable, valid_batches, verified_of, view_base, view_checks
 from pairspark.core.columns import ITEM_ID, VERIFIED
 from pairspark.core.cosine import confident
 from pairspark.core.methods import Labeller
@@ -35,7 +36,7 @@ from pairspark.core.scorers import LabelStats
 from pairspark.core.stats import ClassMoments, merge_all
 from pairspark.core.tournament import bracket_keys
 from pairspark.spark.compat import to_arrow
-from pairspark.spark.io import ClassTable, by_name, valid_batches, verified_of, view_base, view_checks
+from pairspark.spark.io import by_name
 from pairspark.views import View
 
 log = logging.getLogger("pairspark")

@@ -24,6 +24,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pairspark.core.batches import batch_matrix, class_names
 from pairspark.core.classify import classify as classify_view
 from pairspark.core.columns import DUPLICATE, ITEM_ID, REASON, TOP_CLASS, TOP_SCORE, answer_names
 from pairspark.core.methods import prepare, primary_method
@@ -31,7 +32,7 @@ from pairspark.core.model import ViewModel
 from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
 from pairspark.spark.compat import arrow_scalar_udf
-from pairspark.spark.io import batch_matrix, by_name, class_names, vector_column
+from pairspark.spark.io import by_name, vector_column
 
 _ANSWERS = "_pairspark_answers"
 
