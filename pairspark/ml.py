@@ -29,17 +29,16 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
 
 from pairspark import __version__
-from pairspark.core.columns import DUPLICATE, ITEM_ID
 from pairspark.core.methods import primary_method
 from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams
 from pairspark.spark.arrow_scan import ArrowScan
 from pairspark.spark.fit import fit_views
-from pairspark.spark.io import (arrow_batch_rows, check_item_dims, load_classes, read_labels,
-                                require_columns, require_rows, vector_column, with_verified)
+from pairspark.spark.io import arrow_batch_rows, load_classes, read_labels, require_rows, with_verified
+from pairspark.spark.items import check_item_dims, marked_vectors, require_item_columns
 from pairspark.spark.model_io import load_model, model_view_meta, read_metadata, save_model, write_metadata
 from pairspark.spark.passes import FrameRows
-from pairspark.spark.transform import answer_columns, transform_items, with_duplicate_flag
+from pairspark.spark.transform import answer_columns, transform_items
 from pairspark.views import parse_views
 
 log = logging.getLogger("pairspark")
@@ -124,13 +123,12 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
         spark = dataset.sparkSession
         tables = load_classes(spark, self.getClassesPath(), views, self.classes_format())
         dims = {n: t.dim for n, t in tables.items()}
-        require_columns(dataset, [ITEM_ID, *[v.column for v in views]], "items table")
+        require_item_columns(dataset, views)
         require_rows(dataset, "items")
         check_item_dims(dataset, views, dims)
         methods = self.method_list(len(views))
         columns = list(dict.fromkeys(v.column for v in views))
-        arrays = dataset.select(ITEM_ID, *[vector_column(dataset, c, "items").alias(c) for c in columns])
-        marked = with_duplicate_flag(arrays).select(ITEM_ID, *columns, DUPLICATE)
+        marked = marked_vectors(dataset, views)
         labels_meta, labels = None, None
         if self.labels_path():
             labels = read_labels(spark, self.labels_path(), tables[views[0].name].class_ids)

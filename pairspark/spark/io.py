@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
@@ -16,8 +15,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pairspark.views import View
-from pairspark.core.batches import ClassTable, batch_reasons, view_checks
-from pairspark.core.columns import CLASS_ID, DUPLICATE, ITEM_ID, REASON, VERIFIED
+from pairspark.core.batches import ClassTable
+from pairspark.core.columns import CLASS_ID, ITEM_ID, VERIFIED
 from pairspark.core.cosine import ensemble_prompts
 from pairspark.errors import UsageError
 from pairspark.spark.compat import create_frame, to_arrow
@@ -143,43 +142,9 @@ def load_classes(spark: SparkSession, path: str, views: list[View], fmt: str | N
     return out
 
 
-def first_invalid(marked: DataFrame, views: list[View], dims: dict[str, int], limit: int = 3) -> list[tuple[str, str]]:
-    """The first `limit` bad rows by item_id (an extra pass: only --on-invalid error asks)."""
-    checks = view_checks(views, dims)
-
-    def bad_rows(batches):
-        for batch in batches:
-            reasons = batch_reasons(batch, checks)
-            bad = pc.invert(pc.is_null(reasons))
-            if pc.any(bad).as_py():
-                ids = pc.cast(batch.column(batch.schema.get_field_index(ITEM_ID)), pa.string())
-                yield pa.RecordBatch.from_arrays([ids.filter(bad), reasons.filter(bad)], [ITEM_ID, REASON])
-
-    rows = (
-        marked.select(ITEM_ID, *dict.fromkeys(v.column for v in views), DUPLICATE)
-        .mapInArrow(bad_rows, f"{ITEM_ID} string, {REASON} string")
-        .orderBy(F.col(ITEM_ID).asc_nulls_first())
-        .limit(limit)
-        .collect()
-    )
-    return [(r[ITEM_ID], r[REASON]) for r in rows]
-
-
 def require_rows(df: DataFrame, what: str) -> None:
     if not df.limit(1).count():
         raise UsageError(f"{what} has no rows")
-
-
-def check_item_dims(items: DataFrame, views: list[View], dims: dict[str, int]) -> None:
-    """Fail fast when the items' vectors have another length than the classes' (the first row tells)."""
-    for view in views:
-        vectors = vector_column(items, view.column, "items")
-        first = items.where(vectors.isNotNull()).select(F.size(vectors).alias("d")).limit(1).collect()
-        if first and first[0]["d"] != dims[view.name]:
-            raise UsageError(
-                f"view {view.name}: items column {view.column} has {first[0]['d']}-d vectors "
-                f"but the classes' vectors are {dims[view.name]}-d"
-            )
 
 
 # ---- verified labels (--labels / labelsPath) ----

@@ -78,7 +78,7 @@ def drawn_mask(item_ids: pa.Array, fraction: float, seed: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FrameRows:
-    """ItemRows of a Spark DataFrame (the estimator's input, with with_duplicate_flag's DUPLICATE)."""
+    """ItemRows of a Spark DataFrame (the estimator's input, with items.with_duplicate_flag's DUPLICATE)."""
 
     valid: DataFrame
 
@@ -265,7 +265,7 @@ def _draw(valid: ItemRows, views, tables, fraction: float, seed: int) -> Sample:
 
 
 class SparkPasses:
-    """core/methods.Passes over a DataFrame of items (with transform.with_duplicate_flag's DUPLICATE): one Spark job
+    """core/methods.Passes over a DataFrame of items (with items.with_duplicate_flag's DUPLICATE): one Spark job
     per pass; invalid rows are skipped in the same Arrow batches. The sample is drawn once, before
     (draw_sample); the confident moments ride on the first stats pass (or take a pass of their own
     when `moments` is asked first)."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pairspark.core.columns import ITEM_ID, REASON, TOP_CLASS, TOP_SCORE, class_col, confidence_col, top_col
+from pairspark.core.columns import ITEM_ID, TOP_CLASS, TOP_SCORE, class_col, confidence_col, top_col
+from pairspark.spark.items import valid_rows
 
 REASONS = ("label_contradicts_views", "views_disagree", "low_confidence")
 # --review-below: auto-apply at confidence >= 0.9, the level the calibration goal asks to be at
@@ -29,7 +30,7 @@ DEFAULT_BELOW = 0.9
 def review_items(predictions: DataFrame, view_names: list[str], label_col: str | None, below: float) -> DataFrame:
     """The queue, best first: item_id, change_probability, reasons, the label, and per view
     NAME_class, NAME_confidence, NAME_top."""
-    df = predictions.where(F.col(REASON).isNull()) if REASON in predictions.columns else predictions
+    df = valid_rows(predictions)
     cls = [F.col(class_col(v)) for v in view_names]
     primary = F.col(confidence_col(view_names[0]))
     label = F.col(label_col).cast("string") if label_col else None

@@ -33,6 +33,7 @@ from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
 from pairspark.spark.compat import arrow_scalar_udf
 from pairspark.spark.io import by_name, vector_column
+from pairspark.spark.items import with_duplicate_flag
 
 _ANSWERS = "_pairspark_answers"
 
@@ -69,16 +70,6 @@ def top_array(class_ids: list[str], top: np.ndarray, top_p: np.ndarray) -> pa.Ar
 def bracket_key(seed: int) -> Column:
     """xxhash64(seed, item_id) computed in the JVM: stable across processes, unlike Python's hash()."""
     return F.xxhash64(F.lit(int(seed)), F.col(ITEM_ID).cast("string"))
-
-
-def with_duplicate_flag(items: DataFrame) -> DataFrame:
-    """The items plus DUPLICATE (true where the item_id occurs more than once), lazily: the repeated
-    ids are found by an aggregation of the id column alone and broadcast to the join, so the item
-    rows themselves are never shuffled."""
-    repeated = (items.where(F.col(ITEM_ID).isNotNull()).groupBy(ITEM_ID).count().where(F.col("count") > 1)
-                .select(ITEM_ID, F.lit(True).alias(DUPLICATE)))
-    joined = items.join(F.broadcast(repeated), ITEM_ID, "left")
-    return joined.select(*[by_name(c) for c in items.columns], F.coalesce(F.col(DUPLICATE), F.lit(False)).alias(DUPLICATE))
 
 
 BatchAnswers = Callable[[pa.Array, np.ndarray, "pa.Array | None", list[pa.Array]], pa.StructArray]
