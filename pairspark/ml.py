@@ -34,11 +34,11 @@ from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams
 from pairspark.spark.arrow_scan import ArrowScan
 from pairspark.spark.fit import fit_views
-from pairspark.spark.io import (DUPLICATE, ITEM_ID, REASON, arrow_batch_rows, check_item_dims, load_classes, read_labels,
-                                require_columns, require_rows, vector_column, with_verified)
+from pairspark.spark.io import arrow_batch_rows, load_classes, read_labels, require_rows, with_verified
+from pairspark.spark.items import check_item_dims, marked_vectors, require_item_columns
 from pairspark.spark.model_io import load_model, model_view_meta, read_metadata, save_model, write_metadata
 from pairspark.spark.passes import FrameRows
-from pairspark.spark.transform import answer_fields, transform_items, with_duplicate_flag
+from pairspark.spark.transform import answer_columns, transform_items
 from pairspark.views import parse_views
 
 log = logging.getLogger("pairspark")
@@ -123,13 +123,12 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
         spark = dataset.sparkSession
         tables = load_classes(spark, self.getClassesPath(), views, self.classes_format())
         dims = {n: t.dim for n, t in tables.items()}
-        require_columns(dataset, [ITEM_ID, *[v.column for v in views]], "items table")
+        require_item_columns(dataset, views)
         require_rows(dataset, "items")
         check_item_dims(dataset, views, dims)
         methods = self.method_list(len(views))
         columns = list(dict.fromkeys(v.column for v in views))
-        arrays = dataset.select(ITEM_ID, *[vector_column(dataset, c, "items").alias(c) for c in columns])
-        marked = with_duplicate_flag(arrays).select(ITEM_ID, *columns, DUPLICATE)
+        marked = marked_vectors(dataset, views)
         labels_meta, labels = None, None
         if self.labels_path():
             labels = read_labels(spark, self.labels_path(), tables[views[0].name].class_ids)
@@ -232,8 +231,7 @@ class PairwiseTournamentModel(Model, HasPairsparkParams, MLReadable, MLWritable)
         methods = self.run_methods
         classified = scan.classified(self.view_models, methods, self.getSeed(), self.getCandidates(), self.getTopK(),
                                      id_column, label, arrow_batch_rows(scan.items.sparkSession))
-        return scan.with_duplicates(classified, id_column,
-                                    [f.name for f in answer_fields(self.view_models, methods) if f.name != REASON])
+        return scan.with_duplicates(classified, id_column, answer_columns(self.view_models, methods))
 
     def write(self) -> MLWriter:
         return _Writer(self)

@@ -28,7 +28,7 @@ from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.methods import coefficients, stored_weights
 from pairspark.core.tournament import resolve_candidates, splitmix64
 from pairspark.core.validate import row_reasons
-from pairspark.spark.io import batch_matrix, class_names
+from pairspark.core.batches import batch_matrix, class_names
 from pairspark.spark.model_io import load_model
 from pairspark.spark.fs import FileSystem
 from pairspark.spark.session import build_session

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from pairspark import pipeline
 from pairspark.config import View, load_settings
+from pairspark.core.columns import ITEM_ID, VERIFIED_LABEL, class_col, confidence_col
 from pairspark.core.methods import METHODS, REGISTRY, default_methods, primary_method
 from pairspark.spark.session import build_session
 
@@ -81,14 +82,14 @@ def confidence_quality(predictions: Path, report: dict, views: list[View], label
     from pairspark.core.calibration import auroc
 
     frame = pq.read_table(predictions).to_pandas()
-    if "verified_label" in frame.columns:
-        frame = frame[frame["verified_label"].isna()]
+    if VERIFIED_LABEL in frame.columns:
+        frame = frame[frame[VERIFIED_LABEL].isna()]
     frame = frame[frame[label].notna()]
     out = {}
     for v in views:
-        right = (frame[f"{v.name}_class"] == frame[label].astype(str)).to_numpy()
+        right = (frame[class_col(v.name)] == frame[label].astype(str)).to_numpy()
         at = report["selective"][v.name]["0.9"]
-        out[v.name] = {"ece": report["calibration"][v.name]["ece"], "auroc": auroc(frame[f"{v.name}_confidence"].to_numpy(np.float64), right),
+        out[v.name] = {"ece": report["calibration"][v.name]["ece"], "auroc": auroc(frame[confidence_col(v.name)].to_numpy(np.float64), right),
                        "accuracy_at_0.9": at["accuracy"], "coverage_at_0.9": at["coverage"]}
     return out
 
@@ -160,8 +161,8 @@ def accuracy_without(predictions: Path, labels: Path, views: list[View], label: 
     """Per view the accuracy of NAME_class on the items not in `labels` (a run without labels,
     scored on the same items as the runs with them)."""
     frame = pq.read_table(predictions).to_pandas()
-    frame = frame[~frame["item_id"].isin(pq.read_table(labels).column("item_id").to_pylist()) & frame[label].notna()]
-    return {v.name: float((frame[f"{v.name}_class"] == frame[label].astype(str)).mean()) for v in views}
+    frame = frame[~frame[ITEM_ID].isin(pq.read_table(labels).column(ITEM_ID).to_pylist()) & frame[label].notna()]
+    return {v.name: float((frame[class_col(v.name)] == frame[label].astype(str)).mean()) for v in views}
 
 
 def measure_labels_and_single_views(spark, folder: Path, views: list[View], work: Path, label: str) -> dict:

@@ -4,7 +4,7 @@ with accuracy and confidence calibration per view.
 `fit_and_classify` replays spark/fit.fit_views and the classify transform with the product's own
 numpy code (pairspark/core/*), step by step:
 
-1. class table: the catalog's unit prompts, sorted by class_id and stored as float32 (spark/io.ClassTable);
+1. class table: the catalog's unit prompts, sorted by class_id and stored as float32 (core/batches.ClassTable);
 2. the driver's sample (spark/passes.draw_sample): every item when there are at most COTRAIN_SAMPLE
    (10,000) of them, as in every catalog here; above that the same hash draw as the product
    (xxhash64(seed + 1, item_id) mod 2^30 below fraction * 2^30, plus every verified item);

@@ -11,6 +11,7 @@ units that need fitted views.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -21,13 +22,16 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pairspark import PairwiseTournamentClassifier
+from pairspark.core.columns import DUPLICATE, REASON, VERIFIED, answer_names
 from pairspark.core.tournament import bracket_keys
 from pairspark.core.validate import DUPLICATE_ITEM_ID
-from pairspark.errors import UsageError
+from pairspark.errors import InvalidRowsError, UsageError
 from pairspark.spark.arrow_scan import FILE, ROW, ArrowScan
-from pairspark.spark.io import DUPLICATE, REASON, VERIFIED, first_invalid
+from pairspark.spark.items import (count_by_reason, first_invalid, first_set_aside, invalid_rows_error, marked_vectors,
+                                   repeated_id_strings, repeated_ids, set_aside_rows, set_repeated_aside, stop_on_invalid_items,
+                                   stop_on_set_aside, valid_rows, with_duplicate_flag)
 from pairspark.spark.passes import DRAWN, FrameRows, drawn_mask, in_id_order
-from pairspark.spark.transform import TOP_TYPE, answer_fields, bracket_key, with_duplicate_flag
+from pairspark.spark.transform import TOP_TYPE, answer_columns, answer_fields, bracket_key
 from pairspark.views import View
 
 pytestmark = pytest.mark.pyspark35  # also run on pyspark 3.5 by scripts/test
@@ -54,7 +58,7 @@ def model(spark):
                                         methods="base,pairwise", minMargin="0").fit(items)
 
 
-# ---- the repeated-id flag (spark/transform.with_duplicate_flag) ----
+# ---- the repeated-id flag (spark/items.with_duplicate_flag) ----
 
 def test_duplicate_flag_marks_every_row_of_a_repeated_id_and_never_a_null_id(spark):
     """Both rows of a repeated id are flagged (neither is kept as 'the first'); two null ids are not
@@ -123,7 +127,7 @@ def test_transform_gives_each_bad_row_its_first_reason_and_a_valid_row_none(spar
 def test_the_split_on_reason_gives_valid_rows_every_answer_and_quarantined_rows_none(spark, model):
     """The quarantine is a `where` on reason (transform's docstring, classify's Spark reader): a
     row with no reason has every answer column, a row with one has none of them."""
-    answers = [f.name for f in answer_fields(model.view_models, model.run_methods) if f.name != REASON]
+    answers = answer_columns(model.view_models, model.run_methods)
     out = model.transform(_mixed_items(spark))
     present = [F.col(a).isNotNull().cast("int") for a in answers]
     checked = out.select(F.col(REASON).isNull().alias("valid"), F.col(REASON).isNotNull().alias("quarantined"),
@@ -165,11 +169,87 @@ def test_the_arrow_reader_sets_a_repeated_id_aside_last_with_no_answers(spark):
 
 
 def test_on_invalid_error_names_the_first_bad_rows_by_item_id_nulls_first(spark):
-    """io.first_invalid (--on-invalid error): the first three bad rows by item_id, a null id first,
+    """items.first_invalid (--on-invalid error): the first three bad rows by item_id, a null id first,
     each with the reason the quarantine would give it."""
     items = _mixed_items(spark)
     bad = first_invalid(with_duplicate_flag(items), [View("image", "img"), View("text", "txt")], {"image": 3, "text": 3})
     assert bad == [(None, "null_item_id"), ("hole-txt", "text:null_element"), ("inf-txt", "text:non_finite")]
+
+
+# ---- spark/items.py: the repeated ids, the quarantine split, the --on-invalid error ----
+
+def test_repeated_ids_lists_each_repeated_id_once_and_never_a_null_one(spark):
+    """One row per repeated id, in the items' type (the flag's join, the pyarrow reader's join and
+    its shipped list all read this one aggregation); as strings for the pyarrow reader, at most `limit`."""
+    items = spark.createDataFrame([(1,), (2,), (2,), (None,), (None,), (3,), (3,), (3,), (10,)], "item_id bigint")
+    assert_df_equality(repeated_ids(items), spark.createDataFrame([(2,), (3,)], "item_id bigint"),
+                       ignore_row_order=True, ignore_nullable=True)
+    assert sorted(repeated_id_strings(items, 5)) == ["2", "3"]
+    assert len(repeated_id_strings(items, 1)) == 1
+
+
+def test_set_repeated_aside_keeps_every_column_in_its_place(spark):
+    """set_repeated_aside over any answered frame (here REASON is not last, and a column that is not
+    an answer follows it): only REASON and the answers change, on a repeated row with no reason."""
+    items = spark.createDataFrame([("d",), ("d",), ("k",)], "item_id string")
+    answered = spark.createDataFrame([("d", None, "a", "x"), ("d", "text:zero_vector", None, "y"), ("k", None, "b", "z")],
+                                     f"_id string, {REASON} string, image_class string, note string")
+    expected = spark.createDataFrame([("d", DUPLICATE_ITEM_ID, None, "x"), ("d", "text:zero_vector", None, "y"), ("k", None, "b", "z")],
+                                     f"_id string, {REASON} string, image_class string, note string")
+    assert_df_equality(set_repeated_aside(answered, items, "_id", ["image_class"]), expected,
+                       ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_quarantine_split_on_reason_and_its_counts(spark):
+    """valid_rows: the rows with no reason (every column); set_aside_rows: the others, the given
+    columns then REASON; a frame with no REASON column is all valid; count_by_reason per reason."""
+    answered = spark.createDataFrame([("a", 1, "x", None), ("b", 2, None, "image:null_vector"), ("c", 3, None, "null_item_id"),
+                                      ("d", 4, None, "image:null_vector")], f"item_id string, n int, image_class string, {REASON} string")
+    assert_df_equality(valid_rows(answered), spark.createDataFrame([("a", 1, "x", None)], answered.schema),
+                       ignore_nullable=True)
+    expected = spark.createDataFrame([("b", 2, "image:null_vector"), ("c", 3, "null_item_id"), ("d", 4, "image:null_vector")],
+                                     f"item_id string, n int, {REASON} string")
+    assert_df_equality(set_aside_rows(answered, ["item_id", "n"]), expected, ignore_row_order=True, ignore_nullable=True)
+    no_reason = answered.drop(REASON)
+    assert_df_equality(valid_rows(no_reason), no_reason)
+    assert count_by_reason(set_aside_rows(answered, ["item_id"])) == {"image:null_vector": 2, "null_item_id": 1}
+
+
+def test_marked_vectors_gives_the_id_each_view_column_once_as_an_array_and_the_flag(spark):
+    """A fit's rows: a pyspark.ml Vector column converted in the JVM, a column two views share read
+    once, every other column dropped, DUPLICATE last."""
+    from pyspark.ml.linalg import Vectors, VectorUDT
+
+    schema = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("v", VectorUDT()), T.StructField("note", T.StringType())])
+    items = spark.createDataFrame([("a", Vectors.dense([1.0, 0.0]), "x"), ("a", Vectors.dense([0.0, 1.0]), "y"),
+                                   ("b", Vectors.dense([0.5, 0.5]), "z")], schema)
+    got = marked_vectors(items, [View("image", "v"), View("text", "v")])
+    expected = spark.createDataFrame([("a", [1.0, 0.0], True), ("a", [0.0, 1.0], True), ("b", [0.5, 0.5], False)],
+                                     f"item_id string, v array<double>, {DUPLICATE} boolean")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_on_invalid_error_message_names_each_row_and_the_way_out():
+    error = invalid_rows_error("items.parquet", [(None, "null_item_id"), ("x-1", "image:zero_vector")])
+    assert isinstance(error, InvalidRowsError)
+    assert str(error) == ("invalid item rows in items.parquet, first: item_id=None (null_item_id), "
+                          "item_id='x-1' (image:zero_vector); use --on-invalid quarantine to set them aside")
+
+
+def test_on_invalid_error_stops_before_a_fit_and_after_classify_naming_the_same_first_rows(spark):
+    """stop_on_invalid_items (fit: a pass of its own over the items) and stop_on_set_aside
+    (classify: its quarantine) raise the one message; valid items and an empty quarantine pass."""
+    views, dims = [View("image", "img"), View("text", "txt")], {"image": 3, "text": 3}
+    first = "item_id=None (null_item_id), item_id='hole-txt' (text:null_element), item_id='inf-txt' (text:non_finite)"
+    with pytest.raises(InvalidRowsError, match="^" + re.escape(f"invalid item rows in here, first: {first}; use --on-invalid quarantine")):
+        stop_on_invalid_items(_mixed_items(spark), views, dims, "here")
+    stop_on_invalid_items(_mixed_items(spark).where(F.col("item_id").startswith("ok-")), views, dims, "here")
+    quarantine = spark.createDataFrame([("inf-txt", "text:non_finite"), ("hole-txt", "text:null_element"), (None, "null_item_id"),
+                                        ("twice", DUPLICATE_ITEM_ID)], f"item_id string, {REASON} string")
+    assert first_set_aside(quarantine) == [(None, "null_item_id"), ("hole-txt", "text:null_element"), ("inf-txt", "text:non_finite")]
+    with pytest.raises(InvalidRowsError, match="^" + re.escape(f"invalid item rows in there, first: {first};")):
+        stop_on_set_aside(quarantine, "there")
+    stop_on_set_aside(quarantine.limit(0), "there")
 
 
 # ---- the sample's draw (spark/passes.FrameRows.drawn, drawn_mask, in_id_order) ----
@@ -278,6 +358,7 @@ def test_answer_fields_name_each_views_columns_per_method_then_reason(model):
     expected = T.StructType(_answers("image", ["base", "pairwise"]) + _answers("text", ["base", "pairwise"])
                             + [T.StructField(REASON, T.StringType())])
     assert_schema_equality(got, expected)
+    assert [f.name for f in got.fields] == answer_names(["image", "text"], ("base", "pairwise"))
     assert [f.name for f in answer_fields(model.view_models[1:], ("base",))] == [
         "text_base", "text_class", "text_base_cosine", "text_margin", "text_confidence", "text_top", "reason"]
     top = T.ArrayType(T.StructType([T.StructField("class_id", T.StringType()), T.StructField("score", T.FloatType())]))

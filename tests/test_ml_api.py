@@ -145,7 +145,8 @@ def test_transform_runs_no_spark_job_and_fit_transform_leave_the_session_conf_al
 
 def test_the_python_side_sees_only_ids_keys_and_vectors(spark):
     df = spark.createDataFrame([("a", [1.0, 0.0], [0.0, 1.0], "x" * 10)], "item_id string, v array<double>, w array<double>, big string")
-    from pairspark.spark.transform import answers_column, with_duplicate_flag
+    from pairspark.spark.items import with_duplicate_flag
+    from pairspark.spark.transform import answers_column
     from tests.synthetic import tiny_view_model
 
     column = answers_column([tiny_view_model("v", "v", 2)], ("base",), 0, 0, 3)

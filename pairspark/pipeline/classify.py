@@ -12,18 +12,19 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pairspark.config import Settings
+from pairspark.core.columns import ITEM_ID, VERIFIED_LABEL
 from pairspark.core.methods import primary_method
-from pairspark.errors import InvalidRowsError, UsageError
+from pairspark.errors import UsageError
 from pairspark.ml import PairwiseTournamentModel
 from pairspark.params import CLASSIFY_PARAMS
 from pairspark.pipeline.readers import ID, LABEL, classify_reader, read_items
 from pairspark.pipeline.stage import now, source_ref, stage, versions
-from pairspark.spark.io import (ITEM_ID, REASON, VERIFIED_LABEL, check_item_dims, labels_frame, read_labels, read_parquet,
-                                require_columns)
+from pairspark.spark.io import labels_frame, read_labels, read_parquet, require_columns
 from pairspark.spark.fs import FileSystem
+from pairspark.spark.items import ERROR, check_item_dims, count_by_reason, require_item_columns, stop_on_set_aside, valid_rows
 from pairspark.spark.publish import atomic_output
 from pairspark.spark.tables import publish_table
-from pairspark.spark.transform import answer_fields
+from pairspark.spark.transform import answer_columns
 from pairspark.views import View
 
 log = logging.getLogger("pairspark")
@@ -54,7 +55,7 @@ def classify(
         if label_col:
             require_columns(items, [label_col], "items table")
         views = [View(v.name, v.column) for v in model.view_models]
-        require_columns(items, [ITEM_ID, *[v.column for v in views]], "items table")
+        require_item_columns(items, views)
         check_item_dims(items, views, {v.name: v.dim for v in model.view_models})
         labels_path = settings.labels or model.labels_path()
         labels = (labels_path, read_labels(spark, labels_path, model.view_models[0].class_ids)) if labels_path else None
@@ -88,33 +89,24 @@ def predictions_info(fs: FileSystem, predictions_dir: str) -> dict:
     return fs.read_json(info_path)
 
 
-def _stop_on_bad_rows(quarantine: DataFrame, where: str) -> None:
-    """--on-invalid error: raise naming the first three rows set aside."""
-    bad = quarantine.where(F.col(REASON).isNotNull()).select(ITEM_ID, REASON).orderBy(F.col(ITEM_ID).asc_nulls_first()).limit(3)
-    rows = [(r[ITEM_ID], r[REASON]) for r in bad.collect()]
-    if rows:
-        shown = ", ".join(f"item_id={item!r} ({reason})" for item, reason in rows)
-        raise InvalidRowsError(f"invalid item rows in {where}, first: {shown}; use --on-invalid quarantine to set them aside")
-
-
 def _publish_classified(spark, answered: DataFrame, quarantine: DataFrame, model, methods: tuple[str, ...],
                         settings: Settings, label_col, items_path, model_dir, out, quarantine_out,
                         labels: tuple[str, pa.Table] | None) -> dict:
     """Quarantine first, then predictions (whose counts refer to it), each published atomically.
     `answered`: a ClassifyReader's rows; `quarantine`: its set_aside of them."""
-    views = model.view_models
-    if settings.on_invalid == "error":
-        _stop_on_bad_rows(quarantine, items_path)
+    view_models = model.view_models
+    if settings.on_invalid == ERROR:
+        stop_on_set_aside(quarantine, items_path)
     marker: dict = {}
     with atomic_output(spark, quarantine_out, marker) as staging:
         quarantine.write.parquet(staging)
-        reasons = {r[REASON]: r["count"] for r in spark.read.parquet(staging).groupBy(REASON).count().collect()}
+        reasons = count_by_reason(spark.read.parquet(staging))
         marker["counts"] = {"quarantined": sum(reasons.values()), "quarantined_by_reason": reasons}
     # Hash by item_id into a fixed number of files, sorted: the same bytes whatever the input
     # partitioning or row order (the tournament itself never depends on them).
-    answers = [f.name for f in answer_fields(views, methods) if f.name != REASON]
+    answers = answer_columns(view_models, methods)
     label = [F.col(LABEL).alias(label_col)] if label_col else []
-    predictions = answered.where(F.col(REASON).isNull()).select(F.col(ID).alias(ITEM_ID), *label, *answers)
+    predictions = valid_rows(answered).select(F.col(ID).alias(ITEM_ID), *label, *answers)
     if labels is not None:  # the verified class beside the model's own answer (the metrics leave these items out)
         verified = labels_frame(spark, labels[1]).select(ITEM_ID, F.col("label").alias(VERIFIED_LABEL))
         predictions = predictions.join(F.broadcast(verified), ITEM_ID, "left")
@@ -126,11 +118,11 @@ def _publish_classified(spark, answered: DataFrame, quarantine: DataFrame, model
         classified = spark.read.parquet(staging).count()
         info = {
             "created_at": now(),
-            "views": [v.name for v in views],
+            "views": [v.name for v in view_models],
             "methods": list(methods),
             "primary_method": primary_method(methods),
             "label_column": label_col,
-            "class_ids": views[0].class_ids,
+            "class_ids": view_models[0].class_ids,
             "seed": model.getSeed(),
             "candidates": model.getCandidates(),
             "top_k": model.getTopK(),

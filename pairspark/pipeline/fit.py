@@ -9,14 +9,13 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pairspark import reuse
 from pairspark.config import Settings
-from pairspark.errors import InvalidRowsError
 from pairspark.ml import PairwiseTournamentClassifier, PairwiseTournamentModel
 from pairspark.pipeline.readers import arrow_scan, read_items
 from pairspark.pipeline.stage import now, source_ref, stage, tracked, versions
-from pairspark.spark.io import ITEM_ID, check_item_dims, first_invalid, load_classes, require_columns, vector_column
+from pairspark.spark.io import load_classes
 from pairspark.spark.fs import FileSystem
 from pairspark.spark.publish import atomic_output
-from pairspark.spark.transform import with_duplicate_flag
+from pairspark.spark.items import ERROR, check_item_dims, require_item_columns, stop_on_invalid_items
 from pairspark.views import View, format_views
 
 log = logging.getLogger("pairspark")
@@ -58,7 +57,7 @@ def fit(spark: SparkSession, items_path: str, classes_path: str, views: list[Vie
         else:
             if warm:
                 log.info("fit: a cold fit, %s cannot be reused: %s", warm["model"], warm["reason"])
-            if settings.on_invalid == "error":
+            if settings.on_invalid == ERROR:
                 _stop_on_invalid_items(spark, items, estimator, views, items_path)
             facts.update(reader="arrow" if scan is not None else "spark")
             model = estimator.fit_items(items, scan)
@@ -82,11 +81,6 @@ def _stop_on_invalid_items(spark, items: DataFrame, estimator, views: list[View]
     """--on-invalid error at fit: name the first three bad rows before any fitting."""
     tables = load_classes(spark, estimator.getClassesPath(), views, estimator.classes_format())
     dims = {n: t.dim for n, t in tables.items()}
-    require_columns(items, [ITEM_ID, *[v.column for v in views]], "items table")
+    require_item_columns(items, views)
     check_item_dims(items, views, dims)
-    columns = [ITEM_ID, *dict.fromkeys(v.column for v in views)]
-    arrays = items.select(ITEM_ID, *[vector_column(items, c, "items").alias(c) for c in columns[1:]])
-    bad = first_invalid(with_duplicate_flag(arrays), views, dims)
-    if bad:
-        shown = ", ".join(f"item_id={item!r} ({reason})" for item, reason in bad)
-        raise InvalidRowsError(f"invalid item rows in {where}, first: {shown}; use --on-invalid quarantine to set them aside")
+    stop_on_invalid_items(items, views, dims, where)

@@ -14,13 +14,14 @@ from pyspark.sql import functions as F
 
 from pairspark import tracking
 from pairspark.config import parse_binary
+from pairspark.core.columns import VERIFIED_LABEL, confidence_col
 from pairspark.errors import UsageError
 from pairspark.pipeline.classify import predictions_info
 from pairspark.pipeline.stage import now, stage, tracked
 from pairspark.report import SUSPECTS_SHOWN, confidence_figures, render_report
 from pairspark.spark.audit import audit_predictions, diff_predictions, with_item_columns
 from pairspark.spark.evaluate import evaluate_predictions
-from pairspark.spark.io import VERIFIED_LABEL, read_parquet, read_source, require_columns
+from pairspark.spark.io import read_parquet, read_source, require_columns
 from pairspark.spark.fs import FileSystem
 from pairspark.spark.publish import atomic_output
 from pairspark.spark.review import REASONS as REVIEW_REASONS
@@ -150,7 +151,7 @@ def review(spark: SparkSession, predictions_dir: str, out: str, below: float, la
         info = predictions_info(fs, predictions_dir)
         label_col = label_col or info.get("label_column")
         predictions = read_parquet(spark, predictions_dir, "predictions")
-        missing = [f"{v}_confidence" for v in info["views"] if f"{v}_confidence" not in predictions.columns]
+        missing = [confidence_col(v) for v in info["views"] if confidence_col(v) not in predictions.columns]
         if missing:
             raise UsageError(f"{predictions_dir} has no {', '.join(missing)}: classify it again with this version")
         if label_col:
@@ -207,8 +208,8 @@ def diff(spark: SparkSession, old_dir: str, new_dir: str, out: str) -> dict:
     with stage("diff", spark) as facts:
         fs = FileSystem(spark)
         old_info, new_info = predictions_info(fs, old_dir), predictions_info(fs, new_dir)
-        views = [v for v in new_info["views"] if v in old_info["views"]]
-        if not views:
+        view_names = [v for v in new_info["views"] if v in old_info["views"]]
+        if not view_names:
             raise UsageError(f"{old_dir} and {new_dir} share no view")
         old_ids, new_ids = set(old_info.get("class_ids") or []), set(new_info.get("class_ids") or [])
         if old_ids and new_ids and old_ids != new_ids:
@@ -221,7 +222,7 @@ def diff(spark: SparkSession, old_dir: str, new_dir: str, out: str) -> dict:
                              "a diff compares predictions made with the same classes")
         # the changes are lazy on a persisted join: write them before leaving the block
         with diff_predictions(read_parquet(spark, old_dir, "old predictions"),
-                              read_parquet(spark, new_dir, "new predictions"), views) as (changes, summary):
+                              read_parquet(spark, new_dir, "new predictions"), view_names) as (changes, summary):
             summary.update(old=fs.qualify(old_dir), new=fs.qualify(new_dir), created_at=now())
             with atomic_output(spark, out, {"counts": {"changed": summary["changed"]}}) as staging:
                 changes.coalesce(max(1, min(8, summary["compared"] // 1_000_000))).write.parquet(f"{staging}/changes")

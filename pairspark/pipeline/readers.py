@@ -23,11 +23,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pairspark.config import Settings
+from pairspark.core.columns import ITEM_ID, answer_names
 from pairspark.errors import UsageError
 from pairspark.ml import PairwiseTournamentModel
 from pairspark.spark.arrow_scan import ArrowScan, eligibility
-from pairspark.spark.io import ITEM_ID, REASON, TABLE_PREFIX, by_name, read_source
-from pairspark.spark.transform import answer_fields
+from pairspark.spark.io import TABLE_PREFIX, by_name, read_source
+from pairspark.spark.items import is_set_aside, set_aside_rows
 from pairspark.views import View
 
 log = logging.getLogger("pairspark")
@@ -88,15 +89,15 @@ class SparkReader:
     def answered(self, model: PairwiseTournamentModel, label_col: str | None) -> DataFrame:
         # the input row is kept only where it is set aside (a valid row's input columns are nulled:
         # persisting every vector would hold the whole catalog in memory and on disk again)
-        invalid = F.col(REASON).isNotNull()
+        invalid = is_set_aside()
         label = [F.col(label_col).cast("string").alias(LABEL)] if label_col else []
-        answers = [f.name for f in answer_fields(model.view_models, model.run_methods)]
+        answers = answer_names([v.name for v in model.view_models], model.run_methods)
         return model.transform(self.items).select(
             F.col(ITEM_ID).cast("string").alias(ID), *label,
             *[F.when(invalid, by_name(c)).alias(c) for c in self.items.columns], *answers)
 
     def set_aside(self, answered: DataFrame) -> DataFrame:
-        return answered.where(F.col(REASON).isNotNull()).select(*[by_name(c) for c in self.items.columns], REASON)
+        return set_aside_rows(answered, self.items.columns)
 
 
 @dataclass(frozen=True)

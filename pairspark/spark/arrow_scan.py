@@ -40,11 +40,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pairspark.core.columns import DUPLICATE, ITEM_ID, REASON, VERIFIED
 from pairspark.core.model import ViewModel
 from pairspark.core.tournament import bracket_keys
-from pairspark.core.validate import DUPLICATE_ITEM_ID
 from pairspark.spark.compat import create_frame, to_arrow
-from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, VERIFIED, by_name
+from pairspark.spark.io import by_name
+from pairspark.spark.items import repeated_id_strings, set_aside_rows, set_repeated_aside
 from pairspark.spark.passes import DRAWN, BatchFn, drawn_mask
 from pairspark.spark.transform import answer_fields, batch_answers
 
@@ -65,14 +66,14 @@ class ArrowScan:
     splits: tuple[tuple[int, int, int], ...]
     items: DataFrame  # spark.read.parquet of the same path: schema, duplicates, quarantine rows
 
-    def classified(self, views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
+    def classified(self, view_models: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
                    id_column: str, label: tuple[str, str] | None, batch_rows: int) -> DataFrame:
         """Lazily: per item row, `id_column` (item_id as a string), the label as a string (label:
         (items column, output name)), answer_fields, FILE and ROW; every check of core/validate.py
         but the duplicate one (with_duplicates). No Spark job runs here."""
-        classify = batch_answers(views, methods, candidates, top_k)
-        fields = answer_fields(views, methods)
-        columns = [ITEM_ID, *dict.fromkeys(v.column for v in views)] + ([label[0]] if label else [])
+        classify = batch_answers(view_models, methods, candidates, top_k)
+        fields = answer_fields(view_models, methods)
+        columns = [ITEM_ID, *dict.fromkeys(v.column for v in view_models)] + ([label[0]] if label else [])
         columns = list(dict.fromkeys(columns))
         names = [id_column] + ([label[1]] if label else []) + [f.name for f in fields] + [FILE, ROW]
         files, splits, seed = self.files, self.splits, int(seed)
@@ -87,7 +88,7 @@ class ArrowScan:
                                                      use_threads=False):
                         ids = batch.column(ITEM_ID)
                         text_ids = ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
-                        answers = classify(ids, bracket_keys(text_ids, seed), None, [batch.column(v.column) for v in views])
+                        answers = classify(ids, bracket_keys(text_ids, seed), None, [batch.column(v.column) for v in view_models])
                         out = [text_ids]
                         if label:
                             values = batch.column(label[0])
@@ -106,24 +107,15 @@ class ArrowScan:
 
     def with_duplicates(self, classified: DataFrame, id_column: str, answers: list[str]) -> DataFrame:
         """`classified` with repeated ids set aside (reason duplicate_item_id, null answers) where
-        nothing else was wrong: last, as in core/validate.py. The repeated ids come from an
-        aggregation of the items' id column alone (Spark reads just that column), broadcast to a
-        join. `answers`: the columns nulled for such a row. Lazy."""
-        repeated = (self.items.where(F.col(ITEM_ID).isNotNull()).groupBy(ITEM_ID).count().where(F.col("count") > 1)
-                    .select(F.col(ITEM_ID).cast("string").alias(id_column), F.lit(True).alias(DUPLICATE)))
-        joined = classified.join(F.broadcast(repeated), id_column, "left")
-        duplicate = F.col(DUPLICATE).isNotNull() & F.col(REASON).isNull()
-        kept = [c for c in classified.columns if c not in (REASON, FILE, ROW)]
-        return joined.select(
-            *[F.when(duplicate, F.lit(None).cast(classified.schema[c].dataType)).otherwise(by_name(c)).alias(c)
-              if c in answers else by_name(c) for c in kept],
-            F.when(duplicate, F.lit(DUPLICATE_ITEM_ID)).otherwise(F.col(REASON)).alias(REASON), FILE, ROW)
+        nothing else was wrong: last, as in core/validate.py (spark/items.set_repeated_aside over the
+        items' repeated ids). `answers`: the columns nulled for such a row. Lazy."""
+        return set_repeated_aside(classified, self.items, id_column, answers)
 
     def set_aside(self, classified: DataFrame) -> DataFrame:
         """The invalid rows of `classified` as the items hold them (every column, Spark's types)
         plus REASON: found again by (file, row index). Runs one small job (the files' names as
         Spark writes them) when some row is invalid; none otherwise."""
-        bad = classified.where(F.col(REASON).isNotNull()).select(FILE, ROW, REASON)
+        bad = set_aside_rows(classified, [FILE, ROW])
         columns = [by_name(c) for c in self.items.columns]
         if bad.limit(1).count() == 0:
             return self.items.select(*columns, F.lit(None).cast("string").alias(REASON)).limit(0)
@@ -142,14 +134,13 @@ class ArrowScan:
         """The fit's ItemRows read by pyarrow (ArrowRows), or None when more than `max_repeated` ids
         repeat (they travel to every task in the closure: then Spark's reader and its join).
         `labels`: read_labels' table (item_id, class_index). One id-only Spark job finds the
-        repeated ids, as with_duplicates does."""
-        repeated = (self.items.where(F.col(ITEM_ID).isNotNull()).groupBy(ITEM_ID).count().where(F.col("count") > 1)
-                    .select(F.col(ITEM_ID).cast("string").alias(ITEM_ID)).limit(max_repeated + 1).collect())
+        repeated ids (spark/items.repeated_ids, as with_duplicates)."""
+        repeated = repeated_id_strings(self.items, max_repeated + 1)
         if len(repeated) > max_repeated:
             return None
         verified = None if labels is None else (labels.column(ITEM_ID).combine_chunks(),
                                                 labels.column("class_index").combine_chunks())
-        return ArrowRows(self, tuple(columns), pa.array([r[0] for r in repeated], pa.string()), verified, batch_rows)
+        return ArrowRows(self, tuple(columns), pa.array(repeated, pa.string()), verified, batch_rows)
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,14 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pairspark.spark.io import ITEM_ID
+from pairspark.core.columns import ITEM_ID, class_col, confidence_col, margin_col, method_col
 
 QUANTILES = 1000
 KINDS = ("label_contradicted_by_both_views", "label_matches_neither_view", "views_disagree", "label_contradicted_by_view")
 
 
 def _confidence(df: DataFrame, view: str) -> DataFrame:
-    column = f"{view}_margin"
+    column = margin_col(view)
     finite = df.where(F.col(column).isNotNull() & ~F.isnan(column) & (F.abs(F.col(column)) < float("inf")))
     probabilities = [i / QUANTILES for i in range(1, QUANTILES)]
     edges = np.asarray(finite.approxQuantile(column, probabilities, 1.0 / QUANTILES) or [0.0], dtype=np.float64)
@@ -52,28 +52,28 @@ def _confidence(df: DataFrame, view: str) -> DataFrame:
         ranks = np.searchsorted(edges, values, side="right") / len(edges)
         return pd.Series(np.where(np.isnan(values), 0.0, np.clip(ranks, 0.0, 1.0)))
 
-    return df.withColumn(f"{view}_confidence", rank(F.col(column)))
+    return df.withColumn(confidence_col(view), rank(F.col(column)))
 
 
-def audit_predictions(predictions: DataFrame, views: list[str], label_col: str | None) -> DataFrame:
+def audit_predictions(predictions: DataFrame, view_names: list[str], label_col: str | None) -> DataFrame:
     """Flagged items: item_id, kind, score, the label, per view NAME_class and NAME_confidence,
     sorted by score descending then item_id (see the module docstring)."""
-    if len(views) < 2 and not label_col:
+    if len(view_names) < 2 and not label_col:
         raise ValueError("an audit needs two views or a label column")
     df = predictions
-    for view in views:
-        if f"{view}_confidence" not in df.columns:
+    for view in view_names:
+        if confidence_col(view) not in df.columns:
             df = _confidence(df, view)
-    cls = [F.col(f"{v}_class") for v in views]
-    conf = [F.col(f"{v}_confidence") for v in views]
+    cls = [F.col(class_col(v)) for v in view_names]
+    conf = [F.col(confidence_col(v)) for v in view_names]
     label = F.col(label_col) if label_col else F.lit(None).cast("string")
     has_label = label.isNotNull()
-    if len(views) == 2:
+    if len(view_names) == 2:
         agree = cls[0] == cls[1]
         low = F.least(*conf)
         off_both = has_label & (cls[0] != label) & (cls[1] != label)
         kind = (F.when(off_both & agree, KINDS[0]).when(off_both, KINDS[1]).when(~agree, KINDS[2]))
-        zero_shot = [f"{v}_base" for v in views]
+        zero_shot = [method_col(v, "base") for v in view_names]
         unanimous = ((F.col(zero_shot[0]) == cls[0]) & (F.col(zero_shot[1]) == cls[0])
                      if all(c in df.columns for c in zero_shot) else F.lit(False))
         score = (F.when(off_both & agree, 1.0 + low + F.coalesce(unanimous, F.lit(False)).cast("double"))
@@ -81,20 +81,20 @@ def audit_predictions(predictions: DataFrame, views: list[str], label_col: str |
     else:
         kind = F.when(has_label & (cls[0] != label), KINDS[3])
         score = F.when(kind.isNotNull(), conf[0])
-    if len(views) == 2:
+    if len(view_names) == 2:
         # Systematic confusions are discounted: share = the fraction of the items with the same
         # key (the label, or the first view's class without one) that show the same pair of answers.
         key = F.coalesce(label, cls[0]) if label_col else cls[0]
         df = df.withColumn("_key", key)
-        pattern = df.groupBy("_key", *[f"{v}_class" for v in views]).count().withColumnRenamed("count", "_pattern")
+        pattern = df.groupBy("_key", *[class_col(v) for v in view_names]).count().withColumnRenamed("count", "_pattern")
         per_key = df.groupBy("_key").count().withColumnRenamed("count", "_key_count")
-        df = df.join(pattern, ["_key", *[f"{v}_class" for v in views]], "left").join(per_key, "_key", "left")
+        df = df.join(pattern, ["_key", *[class_col(v) for v in view_names]], "left").join(per_key, "_key", "left")
         score = score * (1.0 - F.col("_pattern") / F.col("_key_count"))
     columns = [ITEM_ID, kind.alias("kind"), score.alias("score")]
     if label_col:
         columns.append(F.col(label_col))
-    for view in views:
-        columns += [F.col(f"{view}_class"), F.col(f"{view}_confidence")]
+    for view in view_names:
+        columns += [F.col(class_col(view)), F.col(confidence_col(view))]
     return df.select(*columns).where(F.col("kind").isNotNull()).orderBy(F.col("score").desc(), F.col(ITEM_ID).asc())
 
 
@@ -108,21 +108,21 @@ def with_item_columns(ranked: DataFrame, items: DataFrame, columns: list[str], r
 
 
 @contextmanager
-def diff_predictions(old: DataFrame, new: DataFrame, views: list[str]) -> Iterator[tuple[DataFrame, dict]]:
+def diff_predictions(old: DataFrame, new: DataFrame, view_names: list[str]) -> Iterator[tuple[DataFrame, dict]]:
     """Items whose NAME_class changed between two prediction sets (one row per item and view:
     item_id, view, old_class, new_class), and counts: items in both (compared), only in the new
     (added) or only in the old (removed), changes per view and per (view, old, new).
 
     A context manager: the join both come from stays persisted until the block ends, so write
     the changes inside it (they are lazy; the summary is computed on entry)."""
-    o = old.select(ITEM_ID, F.lit(True).alias("_in_old"), *[F.col(f"{v}_class").alias(f"{v}_old") for v in views])
-    n = new.select(ITEM_ID, F.lit(True).alias("_in_new"), *[F.col(f"{v}_class").alias(f"{v}_new") for v in views])
+    o = old.select(ITEM_ID, F.lit(True).alias("_in_old"), *[F.col(class_col(v)).alias(f"{v}_old") for v in view_names])
+    n = new.select(ITEM_ID, F.lit(True).alias("_in_new"), *[F.col(class_col(v)).alias(f"{v}_new") for v in view_names])
     joined = o.join(n, ITEM_ID, "full_outer").persist(StorageLevel.MEMORY_AND_DISK)
     try:
         presence = joined.groupBy(F.col("_in_old").isNotNull().alias("old"), F.col("_in_new").isNotNull().alias("new")).count().collect()
         count = {(r["old"], r["new"]): int(r["count"]) for r in presence}
         changes = None
-        for v in views:
+        for v in view_names:
             part = joined.where(F.col(f"{v}_old").isNotNull() & F.col(f"{v}_new").isNotNull() & (F.col(f"{v}_old") != F.col(f"{v}_new")))
             part = part.select(ITEM_ID, F.lit(v).alias("view"), F.col(f"{v}_old").alias("old_class"), F.col(f"{v}_new").alias("new_class"))
             changes = part if changes is None else changes.unionByName(part)
@@ -133,7 +133,7 @@ def diff_predictions(old: DataFrame, new: DataFrame, views: list[str]) -> Iterat
             "compared": count.get((True, True), 0),
             "added": count.get((False, True), 0),
             "removed": count.get((True, False), 0),
-            "changed": {v: sum(int(r["count"]) for r in pairs if r["view"] == v) for v in views},
+            "changed": {v: sum(int(r["count"]) for r in pairs if r["view"] == v) for v in view_names},
             "by_pair": [{"view": r["view"], "old_class": r["old_class"], "new_class": r["new_class"], "count": int(r["count"])}
                         for r in pairs],
         }

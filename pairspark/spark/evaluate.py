@@ -15,6 +15,7 @@ import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pairspark.core.columns import class_col, confidence_col, method_col
 from pairspark.core.calibration import ECE_BINS, SELECTIVE_THRESHOLDS, expected_calibration_error, reliability_from_sums
 from pairspark.core.metrics import metrics_from_confusion
 from pairspark.errors import UsageError
@@ -107,8 +108,9 @@ def evaluate_predictions(
     pairs = _Pairs()
 
     def scored_pairs(column) -> tuple[dict, dict]:
-        agreement = {m: pairs.add(column(f"{view_names[1]}_{m}"), column(f"{view_names[0]}_{m}")) for m in methods} if two else {}
-        vs_label = ({v: {m: pairs.add(column(label_col), column(f"{v}_{m}")) for m in methods} for v in view_names}
+        agreement = ({m: pairs.add(column(method_col(view_names[1], m)), column(method_col(view_names[0], m))) for m in methods}
+                     if two else {})
+        vs_label = ({v: {m: pairs.add(column(label_col), column(method_col(v, m))) for m in methods} for v in view_names}
                     if label_col else {})
         return agreement, vs_label
 
@@ -120,7 +122,7 @@ def evaluate_predictions(
             return agreement[m], 1 - view_names.index(v)
         if label_col:
             return vs_label[v][m], 1
-        return pairs.add(_none(), F.col(f"{v}_{m}")), 1
+        return pairs.add(_none(), F.col(method_col(v, m))), 1
 
     sizes = {v: {m: size_pair(v, m) for m in methods} for v in view_names}
     groups = {}
@@ -141,18 +143,19 @@ def evaluate_predictions(
         report["agreement"] = {
             "reference_view": reference_view,
             "predicted_view": predicted_view,
-            **{m: _scored(counts[i], f"{reference_view}_{m}", f"{predicted_view}_{m}", classes) for m, i in agreement.items()},
+            **{m: _scored(counts[i], method_col(reference_view, m), method_col(predicted_view, m), classes)
+               for m, i in agreement.items()},
         }
     if label_col:
         report["label_column"] = label_col
         first = vs_label[view_names[0]][methods[0]]
         report["counts"]["labelled"] = sum(n for (ref, _), n in counts[first].items() if ref is not None)
         report["vs_label"] = {
-            v: {m: _scored(counts[i], label_col, f"{v}_{m}", classes) for m, i in by_method.items()}
+            v: {m: _scored(counts[i], label_col, method_col(v, m), classes) for m, i in by_method.items()}
             for v, by_method in vs_label.items()
         }
 
-    if all(f"{v}_confidence" in predictions.columns for v in view_names):
+    if all(confidence_col(v) in predictions.columns for v in view_names):
         report.update(calibration_metrics(predictions, view_names, label_col))
     if binary:
         report["binary"] = {}
@@ -161,10 +164,10 @@ def evaluate_predictions(
             g_agreement, g_vs_label = groups[group]
             out: dict = {"classes": list(members)}
             for m in methods:
-                entry = (_scored(counts[g_agreement[m]], f"{view_names[1]}_{m}", f"{view_names[0]}_{m}", names)
+                entry = (_scored(counts[g_agreement[m]], method_col(view_names[1], m), method_col(view_names[0], m), names)
                          if two else {})
                 if label_col:
-                    entry["vs_label"] = {v: _scored(counts[g_vs_label[v][m]], label_col, f"{v}_{m}", names)
+                    entry["vs_label"] = {v: _scored(counts[g_vs_label[v][m]], label_col, method_col(v, m), names)
                                          for v in view_names}
                 out[m] = entry
             report["binary"][group] = out
@@ -179,7 +182,7 @@ def calibration_metrics(predictions: DataFrame, view_names: list[str], label_col
     Rows with a null class or confidence (and, for the label metrics, a null label) are left out."""
     exprs, keys = [], []
     for v in view_names:
-        conf, cls = F.col(f"{v}_confidence").cast("double"), F.col(f"{v}_class")
+        conf, cls = F.col(confidence_col(v)).cast("double"), F.col(class_col(v))
         usable = cls.isNotNull() & conf.isNotNull()
         if label_col:
             usable = usable & F.col(label_col).isNotNull()

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from pairspark.core.batches import ClassTable
 from pairspark.core.confidence import calibrate
 from pairspark.core.cosine import margin_histogram, margin_quantile
 from pairspark.core.fitting import FitContext
@@ -20,7 +21,6 @@ from pairspark.core.model import ViewModel, fit_view
 from pairspark.core.scorers import Scorer
 from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams, MarginRule
-from pairspark.spark.io import ClassTable
 from pairspark.spark.passes import Confident, ItemRows, Sample, SparkPasses, draw_sample
 from pairspark.views import View
 

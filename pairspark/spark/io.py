@@ -1,13 +1,12 @@
-"""Reading and validating inputs, and Arrow <-> numpy conversion for the batch kernels."""
+"""The driver's reads: the items and classes tables (checked on read), the verified labels, and the
+Spark column helpers around them. The per-batch Arrow/numpy helpers the workers run are
+core/batches.py; what happens to invalid and repeated item rows is spark/items.py."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
@@ -16,15 +15,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pairspark.views import View
-from pairspark.core.cosine import base_assign, ensemble_prompts, unit_rows64
-from pairspark.core.validate import row_reasons
+from pairspark.core.batches import ClassTable
+from pairspark.core.columns import CLASS_ID, ITEM_ID, VERIFIED
+from pairspark.core.cosine import ensemble_prompts
 from pairspark.errors import UsageError
 from pairspark.spark.compat import create_frame, to_arrow
-
-ITEM_ID = "item_id"
-CLASS_ID = "class_id"
-REASON = "reason"  # why an item row is quarantined (null for a valid row): see core/validate.py
-
 
 TABLE_PREFIX = "table:"
 
@@ -98,22 +93,6 @@ def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
         raise UsageError(f"{what} has no column(s) {', '.join(missing)}; it has {', '.join(df.columns)}")
 
 
-@dataclass(frozen=True)
-class ClassTable:
-    """The classes of one view, sorted by class_id: ids and unit prompt vectors (C, D).
-
-    A class given several prompt rows has the unit mean of their unit vectors (prompt ensembling,
-    docs/METHOD.md "Several prompts per class"); `prompts` counts the rows behind each class."""
-
-    class_ids: list[str]
-    vectors: np.ndarray
-    prompts: tuple[int, ...] = ()
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-
 def class_column(classes: DataFrame, view: View) -> str:
     """The classes table's column for a view: its NAME, or else the items' COL."""
     for candidate in (view.name, view.column):
@@ -163,104 +142,12 @@ def load_classes(spark: SparkSession, path: str, views: list[View], fmt: str | N
     return out
 
 
-DUPLICATE = "_duplicate"  # true where the row's item_id occurs more than once in the input (transform.py)
-
-
-def batch_reasons(batch: pa.RecordBatch, checks: list[tuple[str, str, int]]) -> pa.Array:
-    """validate.row_reasons for a batch holding ITEM_ID, DUPLICATE and the view columns; checks: (view, column, dim)."""
-    column = batch.schema.get_field_index
-    return row_reasons(
-        batch.column(column(ITEM_ID)),
-        [(name, batch.column(column(col)), dim) for name, col, dim in checks],
-        batch.column(column(DUPLICATE)),
-    )
-
-
-def view_checks(views: list[View], dims: dict[str, int]) -> list[tuple[str, str, int]]:
-    return [(v.name, v.column, dims[v.name]) for v in views]
-
-
-def first_invalid(marked: DataFrame, views: list[View], dims: dict[str, int], limit: int = 3) -> list[tuple[str, str]]:
-    """The first `limit` bad rows by item_id (an extra pass: only --on-invalid error asks)."""
-    checks = view_checks(views, dims)
-
-    def bad_rows(batches):
-        for batch in batches:
-            reasons = batch_reasons(batch, checks)
-            bad = pc.invert(pc.is_null(reasons))
-            if pc.any(bad).as_py():
-                ids = pc.cast(batch.column(batch.schema.get_field_index(ITEM_ID)), pa.string())
-                yield pa.RecordBatch.from_arrays([ids.filter(bad), reasons.filter(bad)], [ITEM_ID, REASON])
-
-    rows = (
-        marked.select(ITEM_ID, *dict.fromkeys(v.column for v in views), DUPLICATE)
-        .mapInArrow(bad_rows, f"{ITEM_ID} string, {REASON} string")
-        .orderBy(F.col(ITEM_ID).asc_nulls_first())
-        .limit(limit)
-        .collect()
-    )
-    return [(r[ITEM_ID], r[REASON]) for r in rows]
-
-
 def require_rows(df: DataFrame, what: str) -> None:
     if not df.limit(1).count():
         raise UsageError(f"{what} has no rows")
 
 
-def check_item_dims(items: DataFrame, views: list[View], dims: dict[str, int]) -> None:
-    """Fail fast when the items' vectors have another length than the classes' (the first row tells)."""
-    for view in views:
-        vectors = vector_column(items, view.column, "items")
-        first = items.where(vectors.isNotNull()).select(F.size(vectors).alias("d")).limit(1).collect()
-        if first and first[0]["d"] != dims[view.name]:
-            raise UsageError(
-                f"view {view.name}: items column {view.column} has {first[0]['d']}-d vectors "
-                f"but the classes' vectors are {dims[view.name]}-d"
-            )
-
-
-def batch_matrix(batch: pa.RecordBatch, column: str, dim: int) -> np.ndarray:
-    """Zero-copy (n, dim) float32 view of a validated list<float> column."""
-    array = batch.column(batch.schema.get_field_index(column))
-    values = array.flatten()  # honours slice offsets, unlike .values
-    if values.null_count or len(values) != len(array) * dim:
-        raise ValueError(f"column {column} was not validated: {len(values)} values for {len(array)} rows of {dim}")
-    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(array), dim)
-
-
-def list_array(matrix: np.ndarray, value_type: pa.DataType = pa.float64()) -> pa.ListArray:
-    """(n, d) numpy matrix -> Arrow list array of n rows."""
-    n, d = matrix.shape
-    offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix).reshape(-1), type=value_type))
-
-
-def class_names(class_ids: list[str], index: np.ndarray) -> pa.Array:
-    """Class index array -> Arrow string array (dictionary decode in C++, no Python loop)."""
-    dictionary = pa.array(class_ids, type=pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(index, type=pa.int32()), dictionary).dictionary_decode()
-
-
-def valid_batches(batches, checks: list[tuple[str, str, int]]):
-    """Only the rows core/validate.py accepts (checked here, in the same pass as the math)."""
-    for batch in batches:
-        reasons = batch_reasons(batch, checks)
-        if reasons.null_count == batch.num_rows:
-            yield batch  # the usual case: no copy
-        elif reasons.null_count:
-            yield batch.filter(pc.is_null(reasons))
-
-
-def view_base(batch: pa.RecordBatch, column: str, table: ClassTable):
-    """(unit rows, BaseAssignment) of one view of a batch; float64 as in ViewModel.classify, so fit
-    and classify give every item the same base answer."""
-    x_unit = unit_rows64(batch_matrix(batch, column, table.dim))
-    return x_unit, base_assign(x_unit, table.vectors.astype(np.float64))
-
-
 # ---- verified labels (--labels / labelsPath) ----
-VERIFIED = "_pairspark_verified"  # class index of a row's verified label, -1 for none (fit's passes)
-VERIFIED_LABEL = "verified_label"  # the predictions' column: the verified class_id, null for none
 
 
 def read_labels(spark: SparkSession, path: str, class_ids: list[str]) -> pa.Table:
@@ -311,11 +198,3 @@ def with_verified(items: DataFrame, labels: pa.Table) -> tuple[DataFrame, dict]:
     ids = items.select(F.col(ITEM_ID).cast("string").alias(ITEM_ID)).distinct()
     matched = frame.join(ids, ITEM_ID, "left_semi").count()
     return marked, {"given": labels.num_rows, "matched": int(matched), "not_among_items": labels.num_rows - int(matched)}
-
-
-def verified_of(batch: pa.RecordBatch) -> np.ndarray:
-    """Per row of a batch, the verified class index (-1 for none; all -1 without the column)."""
-    i = batch.schema.get_field_index(VERIFIED)
-    if i < 0:
-        return np.full(batch.num_rows, -1, np.int64)
-    return pc.fill_null(batch.column(i), -1).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -28,13 +28,15 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pairspark.core.batches import ClassTable, valid_batches, verified_of, view_base, view_checks
+from pairspark.core.columns import ITEM_ID, VERIFIED
 from pairspark.core.cosine import confident
 from pairspark.core.fitting import Labeller
 from pairspark.core.scorers import LabelStats
 from pairspark.core.stats import ClassMoments, merge_all
 from pairspark.core.tournament import bracket_keys
 from pairspark.spark.compat import to_arrow
-from pairspark.spark.io import ITEM_ID, VERIFIED, ClassTable, by_name, valid_batches, verified_of, view_base, view_checks
+from pairspark.spark.io import by_name
 from pairspark.views import View
 
 log = logging.getLogger("pairspark")
@@ -76,7 +78,7 @@ def drawn_mask(item_ids: pa.Array, fraction: float, seed: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FrameRows:
-    """ItemRows of a Spark DataFrame (the estimator's input, with with_duplicate_flag's DUPLICATE)."""
+    """ItemRows of a Spark DataFrame (the estimator's input, with items.with_duplicate_flag's DUPLICATE)."""
 
     valid: DataFrame
 
@@ -263,7 +265,7 @@ def _draw(valid: ItemRows, views, tables, fraction: float, seed: int) -> Sample:
 
 
 class SparkPasses:
-    """core/fitting.Passes over a DataFrame of items (with transform.with_duplicate_flag's DUPLICATE): one Spark job
+    """core/fitting.Passes over a DataFrame of items (with items.with_duplicate_flag's DUPLICATE): one Spark job
     per pass; invalid rows are skipped in the same Arrow batches. The sample is drawn once, before
     (draw_sample); the confident moments ride on the first stats pass (or take a pass of their own
     when `moments` is asked first)."""

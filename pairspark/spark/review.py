@@ -18,7 +18,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pairspark.spark.io import ITEM_ID, REASON
+from pairspark.core.columns import ITEM_ID, TOP_CLASS, TOP_SCORE, class_col, confidence_col, top_col
+from pairspark.spark.items import valid_rows
 
 REASONS = ("label_contradicts_views", "views_disagree", "low_confidence")
 # --review-below: auto-apply at confidence >= 0.9, the level the calibration goal asks to be at
@@ -26,17 +27,17 @@ REASONS = ("label_contradicts_views", "views_disagree", "low_confidence")
 DEFAULT_BELOW = 0.9
 
 
-def review_items(predictions: DataFrame, views: list[str], label_col: str | None, below: float) -> DataFrame:
+def review_items(predictions: DataFrame, view_names: list[str], label_col: str | None, below: float) -> DataFrame:
     """The queue, best first: item_id, change_probability, reasons, the label, and per view
     NAME_class, NAME_confidence, NAME_top."""
-    df = predictions.where(F.col(REASON).isNull()) if REASON in predictions.columns else predictions
-    cls = [F.col(f"{v}_class") for v in views]
-    primary = F.col(f"{views[0]}_confidence")
+    df = valid_rows(predictions)
+    cls = [F.col(class_col(v)) for v in view_names]
+    primary = F.col(confidence_col(view_names[0]))
     label = F.col(label_col).cast("string") if label_col else None
     flags: list[tuple[str, Column]] = [
         (REASONS[0], (label.isNotNull() & ~F.coalesce(F.array_contains(F.array(*cls), label), F.lit(False)))
          if label is not None else F.lit(False)),
-        (REASONS[1], (cls[0] != cls[1]) if len(views) == 2 else F.lit(False)),
+        (REASONS[1], (cls[0] != cls[1]) if len(view_names) == 2 else F.lit(False)),
         (REASONS[2], primary.isNull() | (primary < F.lit(float(below)))),
     ]
     reasons = F.filter(F.array(*[F.when(flag, F.lit(name)) for name, flag in flags]), lambda r: r.isNotNull())
@@ -44,8 +45,8 @@ def review_items(predictions: DataFrame, views: list[str], label_col: str | None
     columns = [F.col(ITEM_ID), change.alias("change_probability"), reasons.alias("reasons")]
     if label_col:
         columns.append(F.col(label_col))
-    for v in views:
-        columns += [F.col(f"{v}_class"), F.col(f"{v}_confidence"), F.col(f"{v}_top")]
+    for v in view_names:
+        columns += [F.col(class_col(v)), F.col(confidence_col(v)), F.col(top_col(v))]
     return (df.select(*columns).where(F.size("reasons") > 0)
             .orderBy(F.col("change_probability").desc(), F.col(ITEM_ID).asc()))
 
@@ -58,8 +59,8 @@ def csv_frame(queue: DataFrame) -> DataFrame:
         name = field.name
         if name == "reasons":
             out.append(F.concat_ws(";", F.col(name)).alias(name))
-        elif name.endswith("_top"):
-            pairs = F.transform(F.col(name), lambda t: F.concat(t["class_id"], F.lit(":"), F.format_number(t["score"], 4)))
+        elif name.endswith(top_col("")):
+            pairs = F.transform(F.col(name), lambda t: F.concat(t[TOP_CLASS], F.lit(":"), F.format_number(t[TOP_SCORE], 4)))
             out.append(F.concat_ws(";", pairs).alias(name))
         else:
             out.append(F.col(name))

@@ -24,30 +24,34 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pairspark.core.batches import batch_matrix, class_names
 from pairspark.core.classify import classify as classify_view
+from pairspark.core.columns import DUPLICATE, ITEM_ID, REASON, TOP_CLASS, TOP_SCORE, answer_names
 from pairspark.core.methods import prepare, primary_method
 from pairspark.core.model import ViewModel
 from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
 from pairspark.spark.compat import arrow_scalar_udf
-from pairspark.spark.io import DUPLICATE, ITEM_ID, REASON, batch_matrix, by_name, class_names, vector_column
+from pairspark.spark.io import by_name, vector_column
+from pairspark.spark.items import with_duplicate_flag
 
 _ANSWERS = "_pairspark_answers"
 
 
-TOP_TYPE = T.ArrayType(T.StructType([T.StructField("class_id", T.StringType()), T.StructField("score", T.FloatType())]))
-_TOP_ARROW = pa.list_(pa.struct([pa.field("class_id", pa.string()), pa.field("score", pa.float32())]))
+TOP_TYPE = T.ArrayType(T.StructType([T.StructField(TOP_CLASS, T.StringType()), T.StructField(TOP_SCORE, T.FloatType())]))
+_TOP_ARROW = pa.list_(pa.struct([pa.field(TOP_CLASS, pa.string()), pa.field(TOP_SCORE, pa.float32())]))
 
 
-def answer_fields(views: list[ViewModel], methods: tuple[str, ...]) -> list[T.StructField]:
-    """The columns transform adds, in order (REASON last)."""
-    fields = []
-    for view in views:
-        fields += [T.StructField(f"{view.name}_{m}", T.StringType()) for m in methods]
-        fields += [T.StructField(f"{view.name}_class", T.StringType()), T.StructField(f"{view.name}_base_cosine", T.FloatType()),
-                   T.StructField(f"{view.name}_margin", T.FloatType()), T.StructField(f"{view.name}_confidence", T.FloatType()),
-                   T.StructField(f"{view.name}_top", TOP_TYPE)]
-    return fields + [T.StructField(REASON, T.StringType())]
+def answer_fields(view_models: list[ViewModel], methods: tuple[str, ...]) -> list[T.StructField]:
+    """The columns transform adds, in order (REASON last): core/columns.answer_names with their types."""
+    per_view = [T.StringType()] * len(methods) + [T.StringType(), T.FloatType(), T.FloatType(), T.FloatType(), TOP_TYPE]
+    types = [t for _ in view_models for t in per_view] + [T.StringType()]
+    return [T.StructField(name, dtype) for name, dtype in zip(answer_names([v.name for v in view_models], methods), types)]
+
+
+def answer_columns(view_models: list[ViewModel], methods: tuple[str, ...]) -> list[str]:
+    """The names of answer_fields but REASON: the columns nulled for a row set aside."""
+    return [name for name in answer_names([v.name for v in view_models], methods) if name != REASON]
 
 
 def _arrow_type(dtype: T.DataType) -> pa.DataType:
@@ -68,33 +72,23 @@ def bracket_key(seed: int) -> Column:
     return F.xxhash64(F.lit(int(seed)), F.col(ITEM_ID).cast("string"))
 
 
-def with_duplicate_flag(items: DataFrame) -> DataFrame:
-    """The items plus DUPLICATE (true where the item_id occurs more than once), lazily: the repeated
-    ids are found by an aggregation of the id column alone and broadcast to the join, so the item
-    rows themselves are never shuffled."""
-    repeated = (items.where(F.col(ITEM_ID).isNotNull()).groupBy(ITEM_ID).count().where(F.col("count") > 1)
-                .select(ITEM_ID, F.lit(True).alias(DUPLICATE)))
-    joined = items.join(F.broadcast(repeated), ITEM_ID, "left")
-    return joined.select(*[by_name(c) for c in items.columns], F.coalesce(F.col(DUPLICATE), F.lit(False)).alias(DUPLICATE))
-
-
 BatchAnswers = Callable[[pa.Array, np.ndarray, "pa.Array | None", list[pa.Array]], pa.StructArray]
 
 
-def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: int | str, top_k: int = 3) -> BatchAnswers:
+def batch_answers(view_models: list[ViewModel], methods: tuple[str, ...], candidates: int | str, top_k: int = 3) -> BatchAnswers:
     """The per-batch function behind every classify path (this module's UDF, spark/arrow_scan.py):
     f(ids, keys, duplicate, vectors) -> StructArray of answer_fields. `ids`: the item ids (any
     type; only their nulls are read), `keys`: uint64 bracket keys, `duplicate`: bool array or None,
     `vectors`: one list<float|double> array per view. Prepares the views on the driver first."""
-    for view in views:
+    for view in view_models:
         prepare(view, methods)
     primary = primary_method(methods)
-    fields = answer_fields(views, methods)
+    fields = answer_fields(view_models, methods)
     arrow_fields = [pa.field(f.name, _arrow_type(f.dataType)) for f in fields]
 
     def classify(ids: pa.Array, keys: np.ndarray, duplicate: pa.Array | None, vectors: list[pa.Array]) -> pa.StructArray:
         n = len(ids)
-        reasons = row_reasons(ids, [(v.name, col, v.dim) for v, col in zip(views, vectors)], duplicate)
+        reasons = row_reasons(ids, [(v.name, col, v.dim) for v, col in zip(view_models, vectors)], duplicate)
         valid = pc.is_null(reasons)
         all_valid = reasons.null_count == n
         # positions of the valid rows in the classified subset; -1 (null) for the others
@@ -107,7 +101,7 @@ def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: 
             spread = pa.array(position, mask=position < 0)
         item_keys = keys if all_valid else keys[valid.to_numpy(zero_copy_only=False)]
         arrays: list[pa.Array] = []
-        for view, column in zip(views, vectors):
+        for view, column in zip(view_models, vectors):
             column = column if all_valid else column.filter(valid)
             x = batch_matrix(pa.RecordBatch.from_arrays([column], [view.column]), view.column, view.dim)
             answers = classify_view(view, x, item_keys, methods, candidates, margin_of=primary, k=top_k)
@@ -123,32 +117,32 @@ def batch_answers(views: list[ViewModel], methods: tuple[str, ...], candidates: 
     return classify
 
 
-def answers_column(views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
+def answers_column(view_models: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
                    vectors: list[Column] | None = None) -> Column:
     """The struct of answer_fields for each row of a frame holding ITEM_ID, DUPLICATE and the views'
     vectors (`vectors`: one array<float|double> expression per view; default: the views' columns)."""
-    classify = batch_answers(views, methods, candidates, top_k)
-    struct_type = T.StructType(answer_fields(views, methods))
+    classify = batch_answers(view_models, methods, candidates, top_k)
+    struct_type = T.StructType(answer_fields(view_models, methods))
 
     def on_batch(ids: pa.Array, keys: pa.Array, duplicate: pa.Array, *vectors: pa.Array) -> pa.StructArray:
         return classify(ids, keys.to_numpy(zero_copy_only=False).view(np.uint64), duplicate, list(vectors))
 
-    vectors = vectors or [by_name(v.column) for v in views]
+    vectors = vectors or [by_name(v.column) for v in view_models]
     udf = arrow_scalar_udf(on_batch, struct_type, array_args=range(3, 3 + len(vectors)))
     return udf(F.col(ITEM_ID).cast("string"), bracket_key(seed), F.col(DUPLICATE), *vectors)
 
 
-def transform_items(items: DataFrame, views: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str,
+def transform_items(items: DataFrame, view_models: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str,
                     top_k: int = 3) -> DataFrame:
     """The items, every column kept, plus answer_fields. Lazy: no Spark job runs here."""
-    missing = [c for c in [ITEM_ID, *dict.fromkeys(v.column for v in views)] if c not in items.columns]
+    missing = [c for c in [ITEM_ID, *dict.fromkeys(v.column for v in view_models)] if c not in items.columns]
     if missing:
         raise UsageError(f"the items have no column(s) {', '.join(missing)}; they have {', '.join(items.columns)}")
-    vectors = [vector_column(items, view.column, "items") for view in views]
-    added = [f.name for f in answer_fields(views, methods)]
+    vectors = [vector_column(items, view.column, "items") for view in view_models]
+    added = answer_names([v.name for v in view_models], methods)
     clash = [c for c in added if c in items.columns]
     if clash:
         raise UsageError(f"the items already have the output column(s) {', '.join(clash)}: rename or drop them first")
     marked = with_duplicate_flag(items)
-    answered = marked.select(*[by_name(c) for c in items.columns], answers_column(views, methods, seed, candidates, top_k, vectors).alias(_ANSWERS))
+    answered = marked.select(*[by_name(c) for c in items.columns], answers_column(view_models, methods, seed, candidates, top_k, vectors).alias(_ANSWERS))
     return answered.select(*[by_name(c) for c in items.columns], *[F.col(_ANSWERS)[name].alias(name) for name in added])
