@@ -1,4 +1,4 @@
-"""`pairspark fit|classify|evaluate|run`: parse arguments, build the session, call pipeline.py."""
+"""`pairspark fit|classify|evaluate|run`: parse arguments, build the session, call the stages of pairspark/pipeline/."""
 
 from __future__ import annotations
 

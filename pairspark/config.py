@@ -1,6 +1,6 @@
 """The CLI's settings: the estimator's Params (params.py) plus the options only a CLI run has.
 
-Data flows one way: TOML file, then flags -> `Settings` -> the estimator's Params (pipeline.py
+Data flows one way: TOML file, then flags -> `Settings` -> the estimator's Params (pipeline/
 sets them) and the run's own options. The modelling settings are declared once, as Params;
 the run options are declared once, here, with their help text and the commands that take them.
 """

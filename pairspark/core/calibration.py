@@ -1,7 +1,7 @@
 """Confidence: per-class probabilities for a view's answer, and how well they are calibrated.
 
 A method's per-class scores become probabilities softmax(scores / T), one temperature T per view
-and method, fitted at fit time on the driver's sample (core/model.calibrate) so that the
+and method, fitted at fit time on the driver's sample (core/confidence.calibrate) so that the
 probability of each answer predicts whether a second opinion confirms it: the other view's
 zero-shot answer, the view's own confident answers with one view, and verified labels where
 there are some. Temperature scaling keeps each item's ranking of classes, so the answer stays the
