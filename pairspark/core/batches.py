@@ -58,13 +58,6 @@ def batch_matrix(batch: pa.RecordBatch, column: str, dim: int) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(array), dim)
 
 
-def list_array(matrix: np.ndarray, value_type: pa.DataType = pa.float64()) -> pa.ListArray:
-    """(n, d) numpy matrix -> Arrow list array of n rows."""
-    n, d = matrix.shape
-    offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix).reshape(-1), type=value_type))
-
-
 def class_names(class_ids: list[str], index: np.ndarray) -> pa.Array:
     """Class index array -> Arrow string array (dictionary decode in C++, no Python loop)."""
     dictionary = pa.array(class_ids, type=pa.string())

@@ -183,11 +183,6 @@ class FileSystem:
         finally:
             stream.close()
 
-    def copy_from_local(self, local: str, path: str) -> None:
-        """Upload a driver-local file (large model parts: no trip through the JVM heap)."""
-        fs, p = self._path(path)
-        fs.copyFromLocalFile(False, True, self._jvm.org.apache.hadoop.fs.Path(f"file://{local}"), p)
-
     def copy_to_local(self, path: str, local: str) -> None:
         fs, p = self._path(path)
         fs.copyToLocalFile(False, p, self._jvm.org.apache.hadoop.fs.Path(f"file://{local}"), True)
