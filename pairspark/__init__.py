@@ -1,6 +1,6 @@
 """pairspark: zero-shot classification of catalog embeddings with the pairwise cross-variance tournament."""
 
-__version__ = "0.1.0"
+from pairspark.version import __version__  # noqa: F401
 
 
 def __getattr__(name: str):

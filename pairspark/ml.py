@@ -28,7 +28,7 @@ from pyspark.ml import Estimator, Model
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
 
-from pairspark import __version__
+from pairspark.version import __version__
 from pairspark.core.methods import primary_method
 from pairspark.errors import UsageError
 from pairspark.params import HasPairsparkParams

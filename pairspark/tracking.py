@@ -248,7 +248,7 @@ def tracked(command: str, experiment: str | None = None, settings: dict[str, Any
         return
     mlflow = _mlflow()
     _configure(mlflow)
-    from pairspark import __version__
+    from pairspark.version import __version__
 
     experiment_id = _experiment_id(mlflow, experiment) if experiment else None
     run = mlflow.start_run(experiment_id=experiment_id, run_name=f"pairspark-{command}",

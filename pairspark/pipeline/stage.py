@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyspark
 from pyspark.sql import SparkSession
 
-from pairspark import __version__, tracking
+from pairspark import tracking
+from pairspark.version import __version__
 from pairspark.progress import progress
 from pairspark.spark.io import TABLE_PREFIX
 from pairspark.spark.fs import FileSystem
