@@ -356,3 +356,29 @@ def test_a_class_with_several_prompt_rows_gets_their_unit_mean_and_one_row_stays
     np.testing.assert_allclose(table.vectors[0], [2 ** -0.5, 2 ** -0.5, 0.0], rtol=1e-6)
     single = np.asarray([0.3, 0.1, 0.7], np.float32).astype(np.float64)
     np.testing.assert_array_equal(table.vectors[2], (single / np.linalg.norm(single)).astype(np.float32))
+
+
+def test_pair_masks_made_on_demand_give_the_stored_answers(spark, catalog, tmp_path, monkeypatch):
+    """A model above STORED_PAIRS_MAX pairs stores no masks (made on the workers from the statistics):
+    forced on this small catalog, its run answers as the stored model's does, every method and
+    bracket, and masks.parquet holds no row for it."""
+    from pairspark.core import model as model_module
+    from pairspark.spark.model_io import load_model
+
+    (items_path, classes_path), _, _ = catalog
+    for candidates in ("0", "3"):
+        settings = load_settings(None, {"min_margin": "0", "candidates": candidates,
+                                        "methods": "base,pairwise,roundrobin,cotrain"})
+        monkeypatch.setattr(model_module, "STORED_PAIRS_MAX", 10**9)
+        pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / f"stored{candidates}"), settings)
+        monkeypatch.setattr(model_module, "STORED_PAIRS_MAX", 0)
+        pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / f"ondemand{candidates}"), settings)
+        views, metadata = load_model(spark, str(tmp_path / f"ondemand{candidates}" / "model"))
+        assert all(v.on_demand for v in views)
+        assert [v["pair_masks"] for v in metadata["pairspark"]["views"]] == ["on_demand", "on_demand"]
+        assert len(pd.read_parquet(tmp_path / f"ondemand{candidates}" / "model" / "masks.parquet")) == 0
+        a = pd.read_parquet(tmp_path / f"stored{candidates}" / "predictions").sort_values("item_id").reset_index(drop=True)
+        b = pd.read_parquet(tmp_path / f"ondemand{candidates}" / "predictions").sort_values("item_id").reset_index(drop=True)
+        for view in ("image", "text"):
+            for method in ("base", "pairwise", "roundrobin"):
+                assert a[f"{view}_{method}"].equals(b[f"{view}_{method}"]), (candidates, view, method)

@@ -367,3 +367,21 @@ def spark_xxhash64_strings(data: np.ndarray, offsets: np.ndarray, seed: int) -> 
     else:
         seed_hash = _xxh64_long(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), default)
     return _xxhash64_strings(data, offsets.astype(np.int64, copy=False), np.uint64(seed_hash))
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def _play_matches(x, rows, lo, hi, slots, starts, ends, dims, weights):
+    n = rows.shape[0]
+    winners = np.empty(n, dtype=np.int64)
+    for m in range(n):
+        s = slots[m]
+        score = _match_weighted(x[rows[m]], weights[starts[s] : ends[s]], dims[starts[s] : ends[s]])
+        winners[m] = lo[m] if score >= 0.0 else hi[m]
+    return winners
+
+
+def play_matches(x, rows, lo, hi, slots, starts, ends, dims, weights):
+    """The winner of each match m: item x[rows[m]], lo[m] vs hi[m] (lo < hi, the lower on a tie),
+    on the pair held at slot slots[m] of a core/pair_cache.PairCache: the sums of _winner with
+    stored weights, in the same order (so the same answers as the stored masks)."""
+    return _play_matches(x, rows, lo, hi, slots, starts, ends, dims, weights)

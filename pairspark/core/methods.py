@@ -19,6 +19,7 @@ learns) and its tests: nothing else lists the methods.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from pairspark.core.cosine import BaseAssignment
 from pairspark.core.em import fit_centroid, fit_labelshift, fit_transductive
 from pairspark.core.fitting import Fit, FitContext, Passes
 from pairspark.core.model import ViewModel
+from pairspark.core.ondemand import play_round_robin_ondemand, play_tournament_ondemand
+from pairspark.core.pair_cache import PairCache, worker_cache
 from pairspark.core.rounds import fit_cotrain, fit_selftrain
 from pairspark.core.scorers import Scorer, gnb_scorer, ovr_masks, ovr_scores
 from pairspark.core.tournament import pair_coefficients, pair_weights, play_round_robin, play_tournament
@@ -85,7 +88,8 @@ def _fitted(name: str) -> Callable[[ViewModel, Batch], Prediction]:
 
 
 def coefficients(view: ViewModel) -> np.ndarray:
-    """Per pair 1/||t_a|mask||, 1/||t_b|mask|| (P x 2, small): the tournaments' preparation."""
+    """Per pair 1/||t_a|mask||, 1/||t_b|mask|| (P x 2, small): the tournaments' preparation
+    when the view stores its masks."""
     return view.derived("coefficients", lambda v: pair_coefficients(v.vectors64, v.masks))
 
 
@@ -94,6 +98,24 @@ def stored_weights(view: ViewModel) -> np.ndarray | None:
     when they are formed on the fly: built on first use in the process that classifies, never
     shipped (milliseconds to build, and the largest part of a view)."""
     return view.derived("pair_weights", lambda v: pair_weights(v.vectors64, v.masks, coefficients(v)), ship=False)
+
+
+def prepare_pairs(view: ViewModel) -> object:
+    """What the tournaments need, made on the driver: the stored masks' coefficients, or for a
+    view that makes its masks on demand the token that names its per-worker pair cache."""
+    if view.on_demand:
+        return view.derived("pair_cache_token", lambda v: uuid.uuid4().hex)
+    return coefficients(view)
+
+
+def pair_cache(view: ViewModel) -> PairCache:
+    """The pairs this process has made for an on-demand view (core/pair_cache.py): one cache per
+    model per Python worker, found again by every task that ships the same model."""
+    def build() -> PairCache:
+        return PairCache(view.vectors64, view.moments, view.mask_settings)
+
+    token = prepare_pairs(view)
+    return view.derived("pair_cache", lambda v: worker_cache(token, build), ship=False)
 
 
 def ovr_keep(view: ViewModel) -> np.ndarray:
@@ -107,11 +129,15 @@ def gnb(view: ViewModel) -> Scorer:
 
 
 def _tournament(view: ViewModel, batch: Batch) -> Prediction:
+    if view.on_demand:
+        return play_tournament_ondemand(batch.x_unit, pair_cache(view), batch.keys, batch.top), None
     return play_tournament(batch.x_unit, view.vectors64, view.masks, coefficients(view), batch.keys, batch.top,
                            stored_weights(view)), None
 
 
 def _round_robin(view: ViewModel, batch: Batch) -> Prediction:
+    if view.on_demand:
+        return play_round_robin_ondemand(batch.x_unit, pair_cache(view), batch.base.cosines, batch.top), None
     return play_round_robin(batch.x_unit, view.vectors64, view.masks, coefficients(view), batch.base.cosines,
                             batch.top, stored_weights(view)), None
 
@@ -124,11 +150,11 @@ REGISTRY: dict[str, Method] = _entry(
     Method("base", "argmax cosine to the class prompts (METHOD.md step 1)",
            lambda view, batch: (batch.base.best, batch.base.cosines)),
     Method("pairwise", "the seed's tournament: each match on the dims that separate that pair (METHOD.md)",
-           _tournament, prepare=coefficients, scored=False),
+           _tournament, prepare=prepare_pairs, scored=False),
     Method("ovr", "cosine on each class's one-vs-rest dims",
            lambda view, batch: _argmax(ovr_scores(batch.x_unit, view.vectors64, ovr_keep(view))), prepare=ovr_keep),
     Method("roundrobin", "every pair's match played; most wins, ties by base cosine",
-           _round_robin, prepare=coefficients, scored=False),
+           _round_robin, prepare=prepare_pairs, scored=False),
     Method("centroid", "prototypes re-estimated from the items each class wins", _fitted("centroid"), fit_centroid,
            needs_moments=True),
     Method("gnb", "Gaussian naive Bayes on the confident subset", lambda view, batch: _scored(gnb(view), batch),

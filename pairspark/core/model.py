@@ -1,5 +1,9 @@
 """A fitted view: class vectors, statistics, pair masks, fitted scorers and temperatures.
 
+Pair masks are stored up to STORED_PAIRS_MAX pairs (256 classes); above, the model grows with
+C x D only: a pair's mask is made from the two classes' statistics where an item meets that pair
+(core/pair_cache.py), the same bits as the stored ones.
+
 Fitted data only, so that every layer above can hold one without importing how it is used: the
 methods that classify with it are registry entries (core/methods.py), a batch is classified in
 core/classify.py and the temperatures are fitted in core/confidence.py. What a method derives
@@ -19,6 +23,16 @@ from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_mask
 from pairspark.core.scorers import Scorer
 from pairspark.core.stats import ClassMoments
 
+# Up to this many pairs (256 classes: 32,640) the masks are built at fit and stored with the model
+# (fastest to classify, a few MB); above, they are made on demand (ViewModel.on_demand). At 1,000
+# classes the stored masks were 819 MB in Arrow and 20 s to load; at 10,000 they cannot be built.
+STORED_PAIRS_MAX = 256 * 255 // 2
+
+
+def stores_pairs(n_classes: int) -> bool:
+    """Whether a model of n_classes classes stores its pair masks."""
+    return n_classes * (n_classes - 1) // 2 <= STORED_PAIRS_MAX
+
 
 @dataclass
 class ViewModel:
@@ -29,7 +43,7 @@ class ViewModel:
     class_ids: list[str]
     class_vectors: np.ndarray  # (C, D) unit rows, float32
     moments: ClassMoments  # over the confident subset
-    masks: PairMasks  # the dims of every pair of class_pairs(C)
+    masks: PairMasks | None  # the dims of every pair of class_pairs(C); None: made on demand
     min_margin_used: float = 0.0
     mask_settings: MaskSettings = field(default_factory=MaskSettings)
     scorers: dict[str, Scorer] = field(default_factory=dict)  # fitted learning methods (core/methods.py)
@@ -68,6 +82,11 @@ class ViewModel:
         """The class vectors in float64, as every method computes (core/classify.py says why)."""
         return self.derived("vectors64", lambda v: v.class_vectors.astype(np.float64))
 
+    @property
+    def on_demand(self) -> bool:
+        """Whether the pair masks are made where they are needed (core/pair_cache.py)."""
+        return self.masks is None
+
     def pairs(self) -> np.ndarray:
         return class_pairs(self.n_classes)
 
@@ -82,13 +101,17 @@ def fit_view(
     min_margin_used: float = 0.0,
     scorers: dict[str, Scorer] | None = None,
 ) -> ViewModel:
+    """A view fitted on its confident statistics. A view that makes its masks on demand keeps its
+    statistics as the model directory stores them (ClassMoments.stored), so that the masks made
+    from a reloaded model are the bits made from this one."""
+    stored = stores_pairs(len(class_ids))
     return ViewModel(
         name=name,
         column=column,
         class_ids=list(class_ids),
         class_vectors=np.asarray(class_unit, dtype=np.float32),
-        moments=moments,
-        masks=pair_masks(moments, mask_settings),
+        moments=moments if stored else moments.stored(),
+        masks=pair_masks(moments, mask_settings) if stored else None,
         min_margin_used=min_margin_used,
         mask_settings=mask_settings,
         scorers=dict(scorers or {}),

@@ -43,6 +43,18 @@ class ClassMoments:
         count, mean, m2 = kernels.class_moments(np.ascontiguousarray(x), labels, n_classes)
         return cls(count, mean, m2)
 
+    @classmethod
+    def from_sums(cls, count: np.ndarray, sums: np.ndarray, m2: np.ndarray) -> ClassMoments:
+        """The moments a model directory stores (count, sum, m2): mean = sum / count (0 if empty)."""
+        count = np.asarray(count, np.int64)
+        sums = np.asarray(sums, np.float64)
+        mean = np.where(count[:, None] > 0, sums / np.maximum(count, 1)[:, None], 0.0)
+        return cls(count, mean, np.asarray(m2, np.float64))
+
+    def stored(self) -> ClassMoments:
+        """These moments as they come back from a model directory (from_sums of sums)."""
+        return ClassMoments.from_sums(self.count, self.sums, self.m2)
+
     def merge(self, other: ClassMoments) -> ClassMoments:
         """Chan et al. pairwise update; exact for counts, stable for means and m2."""
         n_a, n_b = self.count[:, None].astype(np.float64), other.count[:, None].astype(np.float64)

@@ -3,7 +3,9 @@
 MODEL_DIR/metadata/        one JSON line: pyspark.ml's metadata (class, uid, Params) plus
                            "pairspark": views, class order, fits, counts, versions
 MODEL_DIR/stats.parquet    view, class_id, count, sum, sumsq, m2   (confident subset, float64)
-MODEL_DIR/masks.parquet    view, class_a, class_b, dims           (class_a < class_b, dims sorted)
+MODEL_DIR/masks.parquet    view, class_a, class_b, dims           (class_a < class_b, dims sorted;
+                           no rows for a view above 256 classes, whose masks are made on demand
+                           from stats.parquet: its metadata says "pair_masks": "on_demand")
 MODEL_DIR/classes.parquet  view, class_index, class_id, vector    (unit prompt vectors used)
 MODEL_DIR/scorers.parquet  view, method, class_id, weights, quad, bias (fitted iterative methods,
                            core/scorers.Scorer; prompt_weight and temperature in the metadata)
@@ -27,6 +29,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs
+from pairspark.core.pair_cache import sample_lengths
 from pairspark.core.scorers import Scorer
 from pairspark.core.tournament import pair_index
 from pairspark.core.model import ViewModel
@@ -86,8 +89,14 @@ def read_metadata(spark: SparkSession, path: str) -> dict:
     return json.loads(first[0])
 
 
+_MASKS_ARROW = pa.schema([(f.name, pa.string() if f.name != "dims" else pa.list_(pa.int32()), False) for f in _MASKS])
+
+
 def _masks_table(v: ViewModel) -> pa.Table:
-    """One row per pair, built column-wise from the packed masks (no Python loop per pair)."""
+    """One row per pair, built column-wise from the packed masks (no Python loop per pair); no
+    rows for a view that makes its masks on demand."""
+    if v.on_demand:
+        return _MASKS_ARROW.empty_table()
     pairs = class_pairs(v.n_classes)
     ids = pa.array(v.class_ids, pa.string())
     indptr, flat = v.masks.csr()
@@ -96,7 +105,7 @@ def _masks_table(v: ViewModel) -> pa.Table:
     dims = pa.ListArray.from_arrays(pa.array(indptr.astype(np.int32)), pa.array(flat.astype(np.int32)))
     return pa.Table.from_arrays(
         [pa.array([v.name] * len(pairs), pa.string()), ids.take(pairs[:, 0]), ids.take(pairs[:, 1]), dims],
-        schema=pa.schema([(f.name, pa.string() if f.name != "dims" else pa.list_(pa.int32()), False) for f in _MASKS]),
+        schema=_MASKS_ARROW,
     )
 
 
@@ -213,10 +222,8 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
             raise UsageError(f"model {path} is inconsistent: classes.parquet and the metadata disagree for view {name}")
         index = {c: i for i, c in enumerate(class_ids)}
         vs = stats[stats["view"] == name].assign(i=lambda d: d["class_id"].map(index)).sort_values("i")
-        count = vs["count"].to_numpy(np.int64)
-        sums = np.stack(vs["sum"].to_numpy()).astype(np.float64)
-        mean = np.where(count[:, None] > 0, sums / np.maximum(count, 1)[:, None], 0.0)
-        moments = ClassMoments(count, mean, np.stack(vs["m2"].to_numpy()).astype(np.float64))
+        moments = ClassMoments.from_sums(vs["count"].to_numpy(np.int64), np.stack(vs["sum"].to_numpy()),
+                                         np.stack(vs["m2"].to_numpy()))
         views.append(
             ViewModel(
                 name=name,
@@ -224,7 +231,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
                 class_ids=class_ids,
                 class_vectors=np.stack(vc["vector"].to_numpy()).astype(np.float32),
                 moments=moments,
-                masks=_read_masks(masks, name, index, int(view["dim"]), path),
+                masks=_view_masks(view, masks, index, path),
                 min_margin_used=float(view["min_margin_used"]),
                 mask_settings=mask_settings,
                 scorers=_read_scorers(scorers, name, class_ids, view.get("scorers", {}), path),
@@ -234,8 +241,26 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
     return views, metadata
 
 
+# A view's "pair_masks" in the metadata: "stored" in masks.parquet, or made "on_demand" from the
+# statistics (core/pair_cache.py). Models written before on-demand masks have no key: stored.
+PAIR_MASKS = ("stored", "on_demand")
+
+
+def _view_masks(view: dict, masks: pa.Table, index: dict[str, int], path: str) -> PairMasks | None:
+    kind = view.get("pair_masks", "stored")
+    if kind not in PAIR_MASKS:
+        raise UsageError(f"model {path}: view {view['name']} has pair_masks {kind!r}, which this pairspark "
+                         f"cannot read (it knows {', '.join(PAIR_MASKS)}); classify with the pairspark that wrote it")
+    if kind == "on_demand":
+        return None
+    return _read_masks(masks, view["name"], index, int(view["dim"]), path)
+
+
 def model_view_meta(v: ViewModel, confident_items: int) -> dict:
-    dims_kept = v.masks.lengths
+    # mask sizes of every pair, or of a fixed sample of 2,000 pairs when they are made on demand
+    dims_kept = sample_lengths(v.moments, v.mask_settings) if v.on_demand else v.masks.lengths
+    if len(dims_kept) == 0:
+        dims_kept = np.zeros(1, np.int64)
     return {
         "name": v.name,
         "column": v.column,
@@ -247,10 +272,12 @@ def model_view_meta(v: ViewModel, confident_items: int) -> dict:
         # the temperature of each method's probabilities (core/calibration.py)
         "calibration": dict(v.calibration),
         "class_counts": {cid: int(n) for cid, n in zip(v.class_ids, v.moments.count)},
+        "pair_masks": "on_demand" if v.on_demand else "stored",
         "mask_dims": {
             "min": int(dims_kept.min()),
             "median": float(np.median(dims_kept)),
             "max": int(dims_kept.max()),
+            "sampled_pairs": int(len(dims_kept)) if v.on_demand else None,
         },
     }
 

@@ -1,0 +1,164 @@
+"""Pair masks made where they are needed (METHOD.md step 5, on demand), kept per Python worker.
+
+Above STORED_PAIRS_MAX pairs (core/model.py) a model stores no pair masks: C(C-1)/2 of them is
+50 million pairs per view at 10,000 classes, where an item meets only the 15 pairs of its
+bracket. A pair's mask is a function of the two classes' statistics and the mask settings alone
+(core/masks.py), and its match weights of the two prompt vectors and that mask, so they are
+made here, for the pairs that items actually meet, by the very expressions the stored builder
+uses: the same bits (tests/test_pair_cache.py compares them with core/masks.pair_masks and
+core/tournament.pair_coefficients / pair_weights).
+
+A PairCache keeps the pairs it has built, CSR dims and float64 weights side by side, up to
+CACHE_BYTES; past that it starts over (a batch's pairs are always all present while it plays).
+One cache per model per Python worker (worker_cache): tasks that a worker runs one after another
+reuse the pairs earlier batches built.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+
+from pairspark.core.crossvar import cross_ratio
+from pairspark.core.masks import MaskSettings, select_dims_block
+from pairspark.core.stats import ClassMoments
+
+# Pairs are built in blocks so the (block, D) ratio matrices stay small (4,096 x 768 float64: 25 MB).
+_BUILD_BLOCK = 4096
+# What one cache may hold (dims + weights: ~10 bytes per kept dim, ~2.3 KB per pair at 768 dims).
+CACHE_BYTES = 256 * 2**20
+
+
+def build_pairs(vectors64: np.ndarray, mean: np.ndarray, variance: np.ndarray, usable: np.ndarray,
+                settings: MaskSettings, a: np.ndarray, b: np.ndarray):
+    """Masks and match weights of the pairs (a[i], b[i]), a < b: (lengths (B,), dims (nnz,) uint16,
+    weights (nnz,) float64, coefficients (B, 2)), each pair's dims ascending. The expressions of
+    masks.pair_masks, tournament.pair_coefficients and kernels.pair_weights, row for row."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    lengths, dims, weights, coefs = [], [], [], []
+    for start in range(0, len(a), _BUILD_BLOCK):
+        pa_, pb = a[start : start + _BUILD_BLOCK], b[start : start + _BUILD_BLOCK]
+        keep = select_dims_block(cross_ratio(mean[pa_], variance[pa_], mean[pb], variance[pb]), settings)
+        keep[~(usable[pa_] & usable[pb])] = True
+        coef = np.zeros((len(pa_), 2), dtype=np.float64)
+        for side, cls in ((0, pa_), (1, pb)):
+            t = vectors64[cls]
+            sums = np.einsum("ij,ij->i", keep, t * t)
+            with np.errstate(divide="ignore"):
+                coef[:, side] = np.where(sums > 0, 1.0 / np.sqrt(sums), 0.0)
+        rows, cols = np.nonzero(keep)  # row-major: each pair's dims ascending
+        lengths.append(keep.sum(axis=1).astype(np.int64))
+        dims.append(cols.astype(np.uint16))
+        weights.append(vectors64[pa_[rows], cols] * coef[rows, 0] - vectors64[pb[rows], cols] * coef[rows, 1])
+        coefs.append(coef)
+    if not lengths:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint16), np.zeros(0, np.float64), np.zeros((0, 2))
+    return np.concatenate(lengths), np.concatenate(dims), np.concatenate(weights), np.concatenate(coefs)
+
+
+def sample_lengths(moments: ClassMoments, settings: MaskSettings, n_pairs: int = 2000, seed: int = 0) -> np.ndarray:
+    """Mask sizes of up to n_pairs distinct pairs drawn with a fixed seed (the model's summary of
+    its masks when it stores none)."""
+    n_classes = moments.n_classes
+    total = n_classes * (n_classes - 1) // 2
+    if total == 0:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n_classes, size=4 * n_pairs)
+    b = rng.integers(0, n_classes, size=4 * n_pairs)
+    keys = np.unique(np.minimum(a, b) * n_classes + np.maximum(a, b))
+    keys = keys[(keys // n_classes) != (keys % n_classes)][:n_pairs]
+    usable = moments.count >= settings.min_class_count
+    vectors = np.zeros((n_classes, moments.dim))  # lengths only: the weights are not used
+    lengths, *_ = build_pairs(vectors, moments.mean, moments.variance, usable, settings,
+                              keys // n_classes, keys % n_classes)
+    return lengths
+
+
+class PairCache:
+    """The pairs of one view built so far: pair (a, b) lives at a slot, its dims at
+    dims[starts[slot]:ends[slot]] and its weights beside them."""
+
+    def __init__(self, vectors64: np.ndarray, moments: ClassMoments, settings: MaskSettings,
+                 max_bytes: int = CACHE_BYTES):
+        self.vectors64 = np.ascontiguousarray(vectors64, dtype=np.float64)
+        self.mean = moments.mean
+        self.variance = moments.variance
+        self.usable = moments.count >= settings.min_class_count
+        self.settings = settings
+        self.n_classes = len(self.vectors64)
+        self.max_bytes = max_bytes
+        self.built = 0  # pairs built over the cache's life (tests, bench)
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._slot: dict[int, int] = {}
+        self.starts = np.zeros(0, np.int64)
+        self.ends = np.zeros(0, np.int64)
+        self.dims = np.zeros(1024, np.uint16)
+        self.weights = np.zeros(1024, np.float64)
+        self._used = 0
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._used * 10 + len(self.starts) * 16)
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def slots(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """The slot of each pair (lo[i], hi[i]), lo < hi, building the ones not held yet."""
+        with self._lock:  # a worker may run several batches in threads
+            keys = np.asarray(lo, np.int64) * self.n_classes + np.asarray(hi, np.int64)
+            unique, inverse = np.unique(keys, return_inverse=True)
+            found = np.fromiter((self._slot.get(k, -1) for k in unique.tolist()), np.int64, len(unique))
+            missing = unique[found < 0]
+            if len(missing):
+                if self.nbytes + len(missing) * 12 * self.vectors64.shape[1] > self.max_bytes and len(self._slot):
+                    self._reset()  # too big: start over with this batch's pairs
+                    missing = unique
+                lengths, dims, weights, _ = build_pairs(self.vectors64, self.mean, self.variance, self.usable,
+                                                        self.settings, missing // self.n_classes,
+                                                        missing % self.n_classes)
+                self._append(missing, lengths, dims, weights)
+                found = np.fromiter((self._slot[k] for k in unique.tolist()), np.int64, len(unique))
+            return found[inverse.reshape(-1)]
+
+    def _append(self, keys: np.ndarray, lengths: np.ndarray, dims: np.ndarray, weights: np.ndarray) -> None:
+        need = self._used + len(dims)
+        if need > len(self.dims):
+            capacity = max(need, 2 * len(self.dims))
+            self.dims = np.concatenate([self.dims[: self._used], np.zeros(capacity - self._used, np.uint16)])
+            self.weights = np.concatenate([self.weights[: self._used], np.zeros(capacity - self._used)])
+        self.dims[self._used : need] = dims
+        self.weights[self._used : need] = weights
+        ends = self._used + np.cumsum(lengths)
+        first = len(self.starts)
+        self.starts = np.concatenate([self.starts, ends - lengths])
+        self.ends = np.concatenate([self.ends, ends])
+        self._used = need
+        self.built += len(keys)
+        self._slot.update(zip(keys.tolist(), range(first, first + len(keys))))
+
+
+# One PairCache per model per Python worker: the model ships a token (core/methods.py) and every
+# task of that worker that classifies with it finds the same cache. A few models at most.
+_WORKER_CACHES: OrderedDict[str, PairCache] = OrderedDict()
+_WORKER_CACHES_MAX = 4
+_WORKER_LOCK = threading.Lock()
+
+
+def worker_cache(token: str, build: Callable[[], PairCache]) -> PairCache:
+    """The cache of the model that `token` names in this process, built on first use."""
+    with _WORKER_LOCK:
+        cache = _WORKER_CACHES.get(token)
+        if cache is None:
+            cache = _WORKER_CACHES[token] = build()
+            while len(_WORKER_CACHES) > _WORKER_CACHES_MAX:
+                _WORKER_CACHES.popitem(last=False)
+        _WORKER_CACHES.move_to_end(token)
+        return cache
