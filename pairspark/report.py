@@ -10,7 +10,19 @@ import io
 
 import numpy as np
 
+from pairspark.core.metrics import confusion_of
+
 SUSPECTS_SHOWN = 20
+# A figure shows at most this many classes (the largest); a taxonomy of thousands would be an
+# unreadable picture of hundreds of MB. The per-class table lists every class that occurs.
+FIGURE_CLASSES_MAX = 50
+
+
+def _largest(sizes: np.ndarray, limit: int = FIGURE_CLASSES_MAX) -> np.ndarray:
+    """Indices of the `limit` largest sizes, in their original order (ties to the earlier)."""
+    if len(sizes) <= limit:
+        return np.arange(len(sizes))
+    return np.sort(np.argsort(-np.asarray(sizes), kind="stable")[:limit])
 
 
 def _png_bytes(fig) -> bytes:
@@ -41,13 +53,15 @@ def _pyplot():
 
 def confusion_png(metrics: dict, title: str, reference: str, predicted: str) -> str:
     """A confusion matrix as a PNG data URI: rows the reference, columns the prediction, classes
-    that occur in neither left out (a taxonomy entry nobody has)."""
+    that occur in neither left out (a taxonomy entry nobody has); beyond FIGURE_CLASSES_MAX that
+    occur, the largest (by items in either role)."""
     plt = _pyplot()
-    confusion = np.asarray(metrics["confusion"], dtype=np.int64)
-    classes = metrics["classes"]
-    present = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
-    confusion = confusion[np.ix_(present, present)]
-    names = [c for c, p in zip(classes, present) if p]
+    confusion, names = confusion_of(metrics)
+    shown_classes = _largest(confusion.sum(axis=0) + confusion.sum(axis=1))
+    if len(shown_classes) < len(names):
+        title = f"{title} ({len(shown_classes)} largest of {len(names)} classes)"
+    confusion = confusion[np.ix_(shown_classes, shown_classes)]
+    names = [names[i] for i in shown_classes]
     size = max(4.0, 0.32 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     shown = np.log1p(confusion)
@@ -72,13 +86,18 @@ def class_shift_png(counts: dict[str, dict[str, int]], base: str, primary: str, 
     classes = sorted(set(counts.get(base, {})) | set(counts.get(primary, {})))
     before = np.array([counts.get(base, {}).get(c, 0) for c in classes])
     after = np.array([counts.get(primary, {}).get(c, 0) for c in classes])
+    shown = _largest(before + after)
+    title = f"{view}: class sizes, {base} vs {primary}"
+    if len(shown) < len(classes):
+        title += f" ({len(shown)} largest of {len(classes)})"
+    classes, before, after = [classes[i] for i in shown], before[shown], after[shown]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(classes) + 2), 3.5))
     positions = np.arange(len(classes))
     ax.bar(positions - 0.2, before, width=0.4, label=base)
     ax.bar(positions + 0.2, after, width=0.4, label=primary)
     ax.set_xticks(positions, classes, rotation=90, fontsize=7)
     ax.set_ylabel("items")
-    ax.set_title(f"{view}: class sizes, {base} vs {primary}", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return _png(fig)
 

@@ -59,7 +59,7 @@ NAME_LIMIT = 250  # MLflow's limit on param and metric names
 _BATCH_METRICS, _BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 # report parts that are not single figures (per-class tables, matrices, lists)
-_NOT_METRICS = frozenset({"per_class", "confusion", "classes", "class_counts", "by_pair"})
+_NOT_METRICS = frozenset({"per_class", "confusion", "confusion_cells", "classes", "class_counts", "by_pair"})
 _RUNTIME = ("pyspark", "numpy", "pandas", "pyarrow", "numba")  # what loading the model imports
 
 _active: Tracker | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 from pairspark import pipeline
 from pairspark.config import View, load_settings
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
-from pairspark.core.methods import coefficients, stored_weights
+from pairspark.core.methods import REGISTRY, Batch, pair_cache, prepare_pairs
 from pairspark.core.tournament import resolve_candidates, splitmix64
 from pairspark.core.validate import row_reasons
 from pairspark.core.batches import batch_matrix, class_names
@@ -146,14 +147,14 @@ def scan_floor(spark, items_path: str, dim: int) -> int:
 
 def kernel_profile(items_path: str, model_dir_views, candidates: int | str, batch_rows: int = 10_000) -> dict:
     """Per view, ms per `batch_rows` items for each step of classify_batches, in this process."""
-    from pairspark.core.tournament import play_tournament
+    from pairspark.core.pair_cache import PairCache
 
     table = pq.ParquetFile(next(Path(items_path).glob("*.parquet"))).read_row_group(0)
     batch = table.slice(0, batch_rows).combine_chunks().to_batches()[0]
     keys = np.arange(batch.num_rows, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     out = {}
     for model in model_dir_views:
-        coefficients(model)  # as on the driver before broadcast
+        prepare_pairs(model)  # as on the driver before broadcast
         steps: dict[str, float] = {}
 
         def timed(name, fn):
@@ -171,12 +172,18 @@ def kernel_profile(items_path: str, model_dir_views, candidates: int | str, batc
                                                    [(n, batch.column(batch.schema.get_field_index(c)), d) for n, c, d in checks]))
         unit = timed("unit_rows_float64", lambda: unit_rows64(x))
         base = timed("base_cosine_argmax", lambda: base_assign(unit, model.vectors64))
-        weights = stored_weights(model)  # built once per worker, as in classify
-        play_tournament(unit[:2], model.vectors64, model.masks, coefficients(model), keys[:2], None, weights)  # compile
         k = resolve_candidates(candidates, model.n_classes)
         top = top_candidates(base.cosines, k) if 0 < k < model.n_classes else None
-        timed("pairwise_tournament", lambda: play_tournament(unit, model.vectors64, model.masks, coefficients(model), keys, top,
-                                                             weights))
+        pairwise = REGISTRY["pairwise"].predict
+        pairwise(model, Batch(unit[:2], base, keys[:2], None if top is None else top[:2]))  # compile, stored weights
+        if model.on_demand:  # the first batch of a worker builds its pairs; later ones mostly find them
+            fresh = pickle.loads(pickle.dumps(model))
+            fresh._local["pair_cache"] = PairCache(model.vectors64, model.moments, model.mask_settings)
+            t0 = time.perf_counter()
+            pairwise(fresh, Batch(unit, base, keys, top))
+            steps["pairwise_tournament_cold"] = round((time.perf_counter() - t0) * 1e3 * batch_rows / batch.num_rows, 2)
+            steps["pairs_built_per_10k"] = fresh._local["pair_cache"].built * batch_rows // batch.num_rows
+        timed("pairwise_tournament", lambda: pairwise(model, Batch(unit, base, keys, top)))
         timed("class_names_out", lambda: class_names(model.class_ids, base.best))
         out[model.name] = steps
     return out
@@ -188,6 +195,7 @@ def kernel_sweep(out_path: str, sizes: list[tuple[int, int]], seed: int = 0, ite
     from pairspark.core.classify import classify
     from pairspark.core.masks import MaskSettings
     from pairspark.core.model import fit_view
+    from pairspark.core.pair_cache import sample_lengths
     from pairspark.core.stats import ClassMoments
 
     rows = []
@@ -203,7 +211,7 @@ def kernel_sweep(out_path: str, sizes: list[tuple[int, int]], seed: int = 0, ite
         t0 = time.perf_counter()
         model = fit_view("image", "image_embedding", [str(c) for c in range(n_classes)], prompts,
                          ClassMoments.from_batch(unit, base.best, n_classes), MaskSettings())
-        coefficients(model)
+        prepare_pairs(model)
         masks_s = time.perf_counter() - t0
         keys = np.arange(items, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         batch = x[:items].astype(np.float32)
@@ -219,7 +227,11 @@ def kernel_sweep(out_path: str, sizes: list[tuple[int, int]], seed: int = 0, ite
         row = {"classes": n_classes, "dim": dim, "ms_per_10k": timings,
                "pairwise_vs_base": round(timings["base"] / timings["pairwise"], 3),
                "top8_vs_base": round(timings["base"] / timings["pairwise_top8"], 3),
-               "mask_dims_median": float(np.median(model.masks.lengths)), "masks_mb": round(model.masks.nbytes / 2**20, 1),
+               "pair_masks": "on_demand" if model.on_demand else "stored",
+               "mask_dims_median": float(np.median(sample_lengths(model.moments, model.mask_settings) if model.on_demand
+                                                   else model.masks.lengths)),
+               "masks_mb": 0.0 if model.on_demand else round(model.masks.nbytes / 2**20, 1),
+               "pair_cache_mb": round(pair_cache(model).nbytes / 2**20, 1) if model.on_demand else 0.0,
                "fit_masks_s": round(masks_s, 1)}
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -459,8 +471,9 @@ def main(argv=None) -> int:
         "ratios": _ratios(seconds),
         "peak_rss_mb": max([v for k, v in peaks.items() if k.endswith("python_worker")], default=0.0),
         "peak_rss_mb_by_stage": peaks,
-        "broadcast_mb": round(sum(v.masks.nbytes + coefficients(v).nbytes + v.vectors64.nbytes
-                                  + v.moments.mean.nbytes * 2 for v in views) / 2**20, 2),
+        # what rides to the workers: the views as pickled after the driver's preparation
+        "broadcast_mb": round(sum(len(pickle.dumps(prepare_pairs(v) and v)) for v in views) / 2**20, 2),
+        "pair_masks": {v.name: "on_demand" if v.on_demand else "stored" for v in views},
         "mask_dims": {v["name"]: v["mask_dims"] for v in meta["views"]},
         "kernel_ms_per_10k_items": profile,
     }

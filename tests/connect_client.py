@@ -91,6 +91,24 @@ def run_api(spark, items_path: str, params: dict, out: Path) -> None:
     _write_answers(reloaded.transform(items), out / "answers" / "pipeline_loaded")
 
 
+def run_large_model(spark, items_path: str, params: dict, out: Path) -> None:
+    """Fit a model too large for one Connect request, transform with it, save, load and transform
+    again: answers to out/answers/large_fitted and large_loaded."""
+    from pairspark import PairwiseTournamentClassifier, PairwiseTournamentModel
+
+    stage("large_fit")
+    items = spark.read.parquet(items_path)
+    model = PairwiseTournamentClassifier(**params).fit(items)
+    stage("large_transform")
+    _write_answers(model.transform(items), out / "answers" / "large_fitted")
+    stage("large_save")
+    model.write().overwrite().save(str(out / "saved" / "large"))
+    stage("large_load")
+    loaded = PairwiseTournamentModel.load(str(out / "saved" / "large"))
+    stage("large_loaded_transform")
+    _write_answers(loaded.transform(items), out / "answers" / "large_loaded")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--remote", required=True, help="sc://HOST:PORT")
@@ -98,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items")
     parser.add_argument("--params", help="the classifier's Params as JSON")
     parser.add_argument("--out")
+    parser.add_argument("--large", action="store_true", help="run_large_model instead of run_api")
     args = parser.parse_args(argv)
     try:
         stage("connect")
@@ -112,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             raise AssertionError(f"spark.range(5).count() = {count}")
         print(f"SMOKE ok: spark.range(5).count() = {count} over {args.remote} "
               f"(Spark {spark.version}, {time.monotonic() - _began:.1f} s)", flush=True)
-        if not args.smoke:
+        if args.large:
+            run_large_model(spark, args.items, json.loads(args.params), Path(args.out))
+        elif not args.smoke:
             run_api(spark, args.items, json.loads(args.params), Path(args.out))
         stage("done")
         print(f"DONE in {time.monotonic() - _began:.1f} s", flush=True)

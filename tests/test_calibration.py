@@ -138,3 +138,42 @@ def test_top_k_led_by_the_answer_puts_it_first_even_on_a_tie_it_would_lose():
     index, p = cal.top_k(probs, 2, first=np.array([1, 1]))
     assert index.tolist() == [[1, 0], [1, 2]] and p.tolist() == [[0.4, 0.4], [0.6, 0.3]]
     assert cal.top_k(probs, 2)[0].tolist() == [[0, 1], [1, 2]]  # without: the tie goes to the lower index
+
+
+def test_the_fitted_loss_is_log_softmax_of_the_answer_bit_for_bit():
+    from pairspark.core import calibration
+    from pairspark.core.scorers import log_softmax
+
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(500, 40)) * 3
+    scores[:5, 7] = -np.inf  # a class scored -inf (probability 0)
+    answers = rng.integers(0, 40, 500)
+    answers[:5] = 0
+    right = (rng.random(500) < 0.6).astype(float)
+    weights = rng.random(500) + 0.5
+    for log_t in (-3.0, 0.0, 0.7, 4.0):
+        logp = log_softmax(scores / np.exp(log_t))[np.arange(500), answers]
+        log_not = np.log(-np.expm1(np.minimum(logp, -1e-300)))
+        want = float(-(weights * (right * logp + (1 - right) * log_not)).sum() / weights.sum())
+        assert calibration._mean_nll(scores, answers, right, weights, log_t) == want
+
+
+def test_a_fit_over_many_classes_uses_an_even_subset_of_rows_with_every_weight_group_kept(monkeypatch):
+    from pairspark.core import calibration
+
+    weights = np.r_[np.full(900, 0.02), np.ones(100)]  # second opinion, then verified labels
+    rows, w = calibration.fit_rows(weights, 100)
+    assert len(rows) <= 102 and np.all(np.diff(rows) > 0)
+    assert abs(w[weights[rows] == 1.0].sum() - 100) < 1e-9 and abs(w[weights[rows] == 0.02].sum() - 18) < 1e-9
+    assert calibration.fit_rows(weights, 1000)[0] is None
+    # under the cell budget a fit is the fit on every row; above it, on the subset, close to it
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(4000, 50))
+    answers = scores.argmax(axis=1)
+    right = (rng.random(4000) < 0.7).astype(float)
+    whole = calibration.fit_temperature(scores, answers, right)
+    monkeypatch.setattr(calibration, "CALIBRATION_CELLS", 1000 * 50)
+    sub = calibration.fit_temperature(scores, answers, right)
+    assert sub != whole and abs(np.log(sub / whole)) < 0.1
+    picked, pw = calibration.fit_rows(np.ones(4000), 1000)
+    assert sub == calibration.fit_temperature(scores[picked], answers[picked], right[picked], pw)

@@ -103,3 +103,29 @@ def test_fit_transform_save_load_and_pipeline_over_connect_equal_the_classic_ans
         pd.testing.assert_frame_equal(classic, expected, obj=f"classic {name} vs classic fitted")
         connect = _answers(spark, tmp_path / "connect" / "answers" / name)
         pd.testing.assert_frame_equal(connect, classic, obj=f"Connect {name} vs classic {name}")
+
+
+def test_a_model_above_the_connect_request_limit_transforms_over_connect_as_on_classic(spark, server, tmp_path):
+    """2,400 classes x 2,304 dims: the prepared view pickles to more than Connect's 128 MiB request
+    limit, so it reaches the workers as a shipped file (spark/transform.ShippedViews), on the server's
+    default settings; the answers equal the classic session's, fitted and reloaded."""
+    import pickle
+
+    from pairspark.core.methods import prepare
+    from pairspark.spark.model_io import load_model
+    from tests.connect_client import run_large_model
+
+    items, classes, _ = make_catalog(200, 2304, 2400, seed=3, views=("image",), noise=0.3)
+    items_path, classes_path = write_catalog(tmp_path / "catalog", items, classes)
+    params = {"classesPath": classes_path, "views": "image=image_embedding", "methods": "base,pairwise", "seed": 7}
+    run_client(server, "--large", "--items", items_path, "--params", json.dumps(params), "--out", str(tmp_path / "connect"))
+    run_large_model(spark, items_path, params, tmp_path / "classic")
+
+    views, _ = load_model(spark, str(tmp_path / "connect" / "saved" / "large"))
+    assert len(pickle.dumps([prepare(v, ("base", "pairwise")) for v in views])) > 128 * 2**20
+    expected = _answers(spark, tmp_path / "classic" / "answers" / "large_fitted")
+    assert len(expected) == 200 and expected["reason"].isna().all() and expected["image_pairwise"].notna().all()
+    for name in ("large_fitted", "large_loaded"):
+        pd.testing.assert_frame_equal(_answers(spark, tmp_path / "classic" / "answers" / name), expected)
+        pd.testing.assert_frame_equal(_answers(spark, tmp_path / "connect" / "answers" / name), expected,
+                                      obj=f"Connect {name} vs classic")

@@ -45,3 +45,30 @@ def test_perfect_agreement_scores_one():
     m = metrics_from_confusion(confusion_matrix(y, y, 3), ["a", "b", "c"])
     assert m["weighted_f1"] == m["macro_f1"] == m["accuracy"] == 1.0
     assert m["confusion"] == [[1, 0, 0], [0, 2, 0], [0, 0, 2]]
+
+
+def test_metrics_from_cells_are_those_of_the_dense_matrix_and_hold_no_matrix_above_the_cap():
+    from pairspark.core.metrics import DENSE_CONFUSION_MAX, confusion_of, metrics_from_cells
+
+    rng = np.random.default_rng(1)
+    for k in (5, DENSE_CONFUSION_MAX + 1, 2000):
+        y_true = rng.integers(0, k, 3000)
+        y_pred = np.where(rng.random(3000) < 0.7, y_true, rng.integers(0, k, 3000))
+        classes = [f"k{i}" for i in range(k)]
+        cells = {}
+        for t, p in zip(y_true.tolist(), y_pred.tolist()):
+            cells[(classes[t], classes[p])] = cells.get((classes[t], classes[p]), 0) + 1
+        dense = metrics_from_confusion(confusion_matrix(y_true, y_pred, k), classes)
+        got = metrics_from_cells(cells, classes)
+        if k <= DENSE_CONFUSION_MAX:
+            assert got == dense
+        assert {key: v for key, v in got.items() if key not in ("confusion", "confusion_cells")} == \
+            {key: v for key, v in dense.items() if key != "confusion"}
+        assert ("confusion" in got) == (k <= DENSE_CONFUSION_MAX) and ("confusion_cells" in got) == (k > DENSE_CONFUSION_MAX)
+        if k > DENSE_CONFUSION_MAX:
+            assert sum(n for _, _, n in got["confusion_cells"]) == 3000 and len(got["confusion_cells"]) == len(cells)
+        # the classes that occur, densely, whichever form
+        matrix, names = confusion_of(got)
+        occurring = sorted(set(y_true) | set(y_pred))
+        assert names == [classes[i] for i in occurring]
+        np.testing.assert_array_equal(matrix, confusion_matrix(y_true, y_pred, k)[np.ix_(occurring, occurring)])

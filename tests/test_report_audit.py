@@ -158,3 +158,37 @@ def test_binary_groups_collapse_every_method_and_view(spark, run_dir, tmp_path):
 
     with pytest.raises(UsageError, match="not in the class table"):
         pipeline.evaluate(spark, str(folder / "run" / "predictions"), str(tmp_path / "rep2"), binary="x=nope")
+
+
+def test_figures_of_a_large_taxonomy_show_its_largest_classes(monkeypatch):
+    """Above FIGURE_CLASSES_MAX classes that occur, the figures show the largest and say so; the
+    figure reads the cells form of metrics.json as the dense form."""
+    from pairspark import report as report_module
+    from pairspark.core.metrics import metrics_from_cells
+
+    rng = np.random.default_rng(0)
+    classes = [f"k{i}" for i in range(600)]
+    sizes = rng.integers(1, 30, 600)
+    cells = {(c, classes[(i + 1) % 600] if i % 7 == 0 else c): int(n) for i, (c, n) in enumerate(zip(classes, sizes))}
+    metrics = metrics_from_cells(cells, classes)
+    assert "confusion_cells" in metrics
+    drawn = {}
+
+    def fake_png(fig):
+        ax = fig.axes[0]
+        drawn["ticks"] = [t.get_text() for t in ax.get_yticklabels()]
+        drawn["title"] = ax.get_title()
+        return "data:"
+
+    monkeypatch.setattr(report_module, "_png", fake_png)
+    report_module.confusion_png(metrics, "cotrain: image vs label", "label", "image")
+    assert len(drawn["ticks"]) == report_module.FIGURE_CLASSES_MAX
+    assert drawn["title"].endswith(f"({report_module.FIGURE_CLASSES_MAX} largest of 600 classes)")
+    role_sizes = {c: 0 for c in classes}
+    for (ref, pred), n in cells.items():
+        role_sizes[ref] += n
+        role_sizes[pred] += n
+    smallest_shown = min(role_sizes[c] for c in drawn["ticks"])
+    assert all(role_sizes[c] <= smallest_shown for c in classes if c not in drawn["ticks"])
+    report_module.class_shift_png({"base": dict(zip(classes, sizes.tolist())), "cotrain": {}}, "base", "cotrain", "image")
+    assert drawn["title"] == f"image: class sizes, base vs cotrain ({report_module.FIGURE_CLASSES_MAX} largest of 600)"

@@ -361,18 +361,26 @@ def test_a_class_with_several_prompt_rows_gets_their_unit_mean_and_one_row_stays
 def test_pair_masks_made_on_demand_give_the_stored_answers(spark, catalog, tmp_path, monkeypatch):
     """A model above STORED_PAIRS_MAX pairs stores no masks (made on the workers from the statistics):
     forced on this small catalog, its run answers as the stored model's does, every method and
-    bracket, and masks.parquet holds no row for it."""
+    bracket, and masks.parquet holds no row for it. It is also shipped to the workers by reference
+    (as a large model is: spark/transform.ShippedViews), with the same answers."""
     from pairspark.core import model as model_module
+    from pairspark.spark import transform
     from pairspark.spark.model_io import load_model
 
     (items_path, classes_path), _, _ = catalog
+    real_ship = transform.ship_bytes
     for candidates in ("0", "3"):
         settings = load_settings(None, {"min_margin": "0", "candidates": candidates,
                                         "methods": "base,pairwise,roundrobin,cotrain"})
         monkeypatch.setattr(model_module, "STORED_PAIRS_MAX", 10**9)
         pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / f"stored{candidates}"), settings)
         monkeypatch.setattr(model_module, "STORED_PAIRS_MAX", 0)
+        monkeypatch.setattr(transform, "SHIP_BY_FILE_BYTES", 0)
+        shipped = []
+        monkeypatch.setattr(transform, "ship_bytes", lambda *a, **k: shipped.append(a[2]) or real_ship(*a, **k))
         pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / f"ondemand{candidates}"), settings)
+        assert shipped == [".views.pkl"]
+        monkeypatch.undo()
         views, metadata = load_model(spark, str(tmp_path / f"ondemand{candidates}" / "model"))
         assert all(v.on_demand for v in views)
         assert [v["pair_masks"] for v in metadata["pairspark"]["views"]] == ["on_demand", "on_demand"]
@@ -382,3 +390,23 @@ def test_pair_masks_made_on_demand_give_the_stored_answers(spark, catalog, tmp_p
         for view in ("image", "text"):
             for method in ("base", "pairwise", "roundrobin"):
                 assert a[f"{view}_{method}"].equals(b[f"{view}_{method}"]), (candidates, view, method)
+
+
+def test_a_taxonomy_of_10000_classes_fits_and_classifies_a_small_catalog_with_defaults(spark, tmp_path):
+    """10,000 classes: 50 million pairs per view, which no model can store; the default run makes
+    the pairs its items meet, and its report holds no C x C matrix."""
+    from pairspark.spark.model_io import load_model
+
+    items, classes, truth = make_catalog(3000, 32, 10_000, seed=5, noise=0.3)
+    items_path, classes_path = write_catalog(tmp_path / "catalog", items, classes)
+    report = pipeline.run(spark, items_path, classes_path, VIEWS, str(tmp_path / "out"), load_settings(), label_col="label")
+    views, _ = load_model(spark, str(tmp_path / "out" / "model"))
+    assert all(v.on_demand and v.n_classes == 10_000 for v in views)
+    predictions = pd.read_parquet(tmp_path / "out" / "predictions").sort_values("item_id")
+    assert len(predictions) == 3000
+    for view in ("image", "text"):
+        accuracy = {m: report["vs_label"][view][m]["accuracy"] for m in ("base", "pairwise", "cotrain")}
+        assert accuracy["pairwise"] >= accuracy["base"] - 0.02 and accuracy["base"] > 0.9, accuracy
+        assert "confusion" not in report["vs_label"][view]["base"] and report["vs_label"][view]["base"]["confusion_cells"]
+        # the answer leads the top-k, and the tournament played only among base's top 16
+        assert (predictions[f"{view}_class"] == predictions[f"{view}_top"].map(lambda t: t[0]["class_id"])).all()

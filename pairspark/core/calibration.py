@@ -25,6 +25,11 @@ SELECTIVE_THRESHOLDS = (0.5, 0.8, 0.9, 0.95)
 # the temperature is searched in [T_MIN, T_MAX] (log scale, golden section): scores range from
 # cosines (differences ~0.01: T ~ 0.01) to discriminant log-likelihoods (differences ~100)
 T_MIN, T_MAX = 1e-4, 1e4
+# Each of the ~80 evaluations of a temperature's loss reads rows x classes scores; above this many
+# the fit uses an even subset of the rows, weighted to the same totals (fit_rows): a sample of
+# 10,000 rows is fitted whole up to 419 classes, on 419 rows at 10,000 classes (the temperature
+# fits were 85 of a 152 s run there, a 1-parameter fit that 400 rows pin down).
+CALIBRATION_CELLS = 2**22
 
 
 def probabilities(scores: np.ndarray, temperature: float) -> np.ndarray:
@@ -37,7 +42,14 @@ def probabilities(scores: np.ndarray, temperature: float) -> np.ndarray:
 
 def _mean_nll(scores: np.ndarray, answers: np.ndarray, right: np.ndarray, weights: np.ndarray, log_t: float) -> float:
     """Weighted mean binary log-loss of `right` (in [0, 1]) under p = softmax(scores / T)[answer]."""
-    logp = log_softmax(scores / np.exp(log_t))[np.arange(len(answers)), answers]
+    # log_softmax(scores / T)[row, answer], the same operations in place: only the answer's column
+    # is kept, so one (n, C) array is made per evaluation instead of four (the C-wide part of the
+    # temperature fits, 80 evaluations each: 2.5x faster at 1,000 classes, the same bits)
+    z = scores / np.exp(log_t)
+    np.subtract(z, np.max(z, axis=1, keepdims=True), out=z)
+    answer = z[np.arange(len(answers)), answers]
+    np.exp(z, out=z)
+    logp = answer - np.log(np.sum(z, axis=1))
     log_not = np.log(-np.expm1(np.minimum(logp, -1e-300)))  # log(1 - p), finite where p rounds to 1
     return float(-(weights * (right * logp + (1 - right) * log_not)).sum() / weights.sum())
 
@@ -58,6 +70,9 @@ def fit_temperature(scores: np.ndarray, answers: np.ndarray, right: np.ndarray,
     scores, answers, right, weights = scores[usable], answers[usable], right[usable], weights[usable]
     if len(answers) == 0 or weights.sum() <= 0:
         return 1.0
+    rows, weights = fit_rows(weights, max(1, CALIBRATION_CELLS // max(scores.shape[1], 1)))
+    if rows is not None:
+        scores, answers, right = scores[rows], answers[rows], right[rows]
     lo, hi = np.log(T_MIN), np.log(T_MAX)
     ratio = (np.sqrt(5.0) - 1) / 2
 
@@ -76,6 +91,26 @@ def fit_temperature(scores: np.ndarray, answers: np.ndarray, right: np.ndarray,
             b = lo + ratio * (hi - lo)
             fb = loss(b)
     return float(np.exp((lo + hi) / 2))
+
+
+def fit_rows(weights: np.ndarray, budget: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """(rows, their weights) for a fit on at most ~`budget` rows: None and the weights when they
+    fit; else, per distinct weight (labelled rows and the second opinion's weigh differently),
+    evenly spaced rows in their share of the budget (at least one), each weighing as much as the
+    rows it stands for, so that every group keeps its total weight."""
+    n = len(weights)
+    if n <= budget:
+        return None, weights
+    values, group = np.unique(weights, return_inverse=True)
+    rows, out = [], []
+    for g, value in enumerate(values):
+        members = np.flatnonzero(group == g)
+        take = max(1, int(round(budget * len(members) / n)))
+        chosen = members[np.unique(np.linspace(0, len(members) - 1, take).round().astype(np.int64))]
+        rows.append(chosen)
+        out.append(np.full(len(chosen), value * len(members) / len(chosen)))
+    order = np.argsort(np.concatenate(rows), kind="stable")
+    return np.concatenate(rows)[order], np.concatenate(out)[order]
 
 
 def answer_scores(answers: np.ndarray, scores: np.ndarray | None, base_cosines: np.ndarray) -> np.ndarray:

@@ -9,6 +9,12 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
 
 
+# Up to this many classes metrics.json holds the dense confusion matrix ("confusion", C x C);
+# above, its non-zero cells ("confusion_cells": [reference, predicted, items], at most one per
+# item): 10,000 classes would be 100 million cells, 800 MB on the driver and far more as JSON.
+DENSE_CONFUSION_MAX = 500
+
+
 def metrics_from_confusion(confusion: np.ndarray, classes: list[str]) -> dict:
     """Accuracy, support-weighted F1 (as Spark's evaluator), macro F1 and per-class figures.
 
@@ -17,10 +23,56 @@ def metrics_from_confusion(confusion: np.ndarray, classes: list[str]) -> dict:
     A class never predicted has precision 0, as in Spark and scikit-learn.
     """
     confusion = np.asarray(confusion, dtype=np.int64)
-    support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    true_pos = np.diag(confusion).astype(np.float64)
-    total = int(confusion.sum())
+    metrics = _metrics(confusion.sum(axis=1), confusion.sum(axis=0), np.diag(confusion), classes)
+    metrics["confusion"] = confusion.tolist()
+    metrics["per_class"] = metrics.pop("per_class")  # after "confusion", as metrics.json always had them
+    return metrics
+
+
+def metrics_from_cells(cells: dict[tuple[str, str], int], classes: list[str]) -> dict:
+    """metrics_from_confusion from the non-zero cells {(reference, predicted): items} (every value
+    among `classes`): the same figures without a C x C matrix; the dense matrix up to
+    DENSE_CONFUSION_MAX classes, the cells above."""
+    index = {c: i for i, c in enumerate(classes)}
+    ref = np.array([index[r] for r, _ in cells], dtype=np.int64)
+    pred = np.array([index[p] for _, p in cells], dtype=np.int64)
+    items = np.array(list(cells.values()), dtype=np.int64)
+    if len(classes) <= DENSE_CONFUSION_MAX:
+        confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+        np.add.at(confusion, (ref, pred), items)
+        return metrics_from_confusion(confusion, classes)
+    support, predicted, true_pos = (np.zeros(len(classes), np.int64) for _ in range(3))
+    np.add.at(support, ref, items)
+    np.add.at(predicted, pred, items)
+    np.add.at(true_pos, ref[ref == pred], items[ref == pred])
+    metrics = _metrics(support, predicted, true_pos, classes)
+    order = np.lexsort((pred, ref))
+    metrics["confusion_cells"] = [[classes[ref[i]], classes[pred[i]], int(items[i])] for i in order]
+    metrics["per_class"] = metrics.pop("per_class")
+    return metrics
+
+
+def confusion_of(metrics: dict) -> tuple[np.ndarray, list[str]]:
+    """(confusion, classes) of the classes that occur, dense, from either form of metrics_from_*."""
+    classes = metrics["classes"]
+    if "confusion" in metrics:
+        confusion = np.asarray(metrics["confusion"], dtype=np.int64)
+        present = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+        return confusion[np.ix_(present, present)], [c for c, p in zip(classes, present) if p]
+    cells = metrics["confusion_cells"]
+    names = sorted({c for ref, pred, _ in cells for c in (ref, pred)}, key={c: i for i, c in enumerate(classes)}.get)
+    index = {c: i for i, c in enumerate(names)}
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    for ref, pred, n in cells:
+        confusion[index[ref], index[pred]] += n
+    return confusion, names
+
+
+def _metrics(support: np.ndarray, predicted: np.ndarray, true_pos: np.ndarray, classes: list[str]) -> dict:
+    support = np.asarray(support, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    true_pos = np.asarray(true_pos).astype(np.float64)
+    total = int(support.sum())
     precision = _safe_div(true_pos, predicted.astype(np.float64))
     recall = _safe_div(true_pos, support.astype(np.float64))
     f1 = _safe_div(2 * precision * recall, precision + recall)
@@ -31,7 +83,6 @@ def metrics_from_confusion(confusion: np.ndarray, classes: list[str]) -> dict:
         "weighted_f1": float((f1 * support).sum() / total) if total else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "classes": list(classes),
-        "confusion": confusion.tolist(),
         "per_class": {
             c: {
                 "precision": float(precision[i]),

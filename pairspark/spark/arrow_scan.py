@@ -71,12 +71,13 @@ class ArrowScan:
         """Lazily: per item row, `id_column` (item_id as a string), the label as a string (label:
         (items column, output name)), answer_fields, FILE and ROW; every check of core/validate.py
         but the duplicate one (with_duplicates). No Spark job runs here."""
-        classify = batch_answers(view_models, methods, candidates, top_k)
+        classify = batch_answers(view_models, methods, candidates, top_k, self.items.sparkSession)
         fields = answer_fields(view_models, methods)
         columns = [ITEM_ID, *dict.fromkeys(v.column for v in view_models)] + ([label[0]] if label else [])
         columns = list(dict.fromkeys(columns))
         names = [id_column] + ([label[1]] if label else []) + [f.name for f in fields] + [FILE, ROW]
         files, splits, seed = self.files, self.splits, int(seed)
+        view_columns = [v.column for v in view_models]  # run's closure holds no view (ShippedViews)
 
         def run(tasks):
             for task in tasks:
@@ -88,7 +89,7 @@ class ArrowScan:
                                                      use_threads=False):
                         ids = batch.column(ITEM_ID)
                         text_ids = ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
-                        answers = classify(ids, bracket_keys(text_ids, seed), None, [batch.column(v.column) for v in view_models])
+                        answers = classify(ids, bracket_keys(text_ids, seed), None, [batch.column(c) for c in view_columns])
                         out = [text_ids]
                         if label:
                             values = batch.column(label[0])

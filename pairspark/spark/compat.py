@@ -7,10 +7,19 @@ library runs unchanged on 3.5 and 4.x classic and on 4.x Connect:
 * `createDataFrame(pyarrow.Table)` (4.0+): else through pandas.
 * `arrow_udf` (4.1+): a scalar UDF handed Arrow arrays (no pandas conversion of the vectors);
   else `pandas_udf`, whose Series are turned back into Arrow at the boundary.
+* shipping a file to every Python worker (ship_bytes): `SparkContext.addFile` on a classic
+  session, `addArtifacts(file=True)` on a Connect one (no SparkContext there); either way a worker
+  finds it with `SparkFiles.get` (shipped_path).
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -102,3 +111,44 @@ def _as_list_array(column: pa.Array, flagged: np.ndarray) -> pa.Array:
     mask = np.isnan(values) & flagged[parents]
     return pa.ListArray.from_arrays(column.offsets, pa.array(values, type=column.type.value_type, mask=mask),
                                     mask=column.is_null())
+
+
+_SHIP_DIR: str | None = None
+_SHIPPED: set[tuple[int, str]] = set()
+_SHIP_LOCK = threading.Lock()
+
+
+def ship_bytes(spark: SparkSession, data: bytes, suffix: str = "") -> str:
+    """Make `data` a file every Python worker of this session can read (shipped_path), by
+    reference: it never rides in a task or a Connect request (capped at 128 MiB), a worker fetches
+    it once. Named by its content, so shipping the same bytes again is free. The driver keeps the
+    file until the process ends (a classic session serves it from there)."""
+    global _SHIP_DIR
+    name = f"pairspark-{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
+    with _SHIP_LOCK:
+        if _SHIP_DIR is None:
+            _SHIP_DIR = tempfile.mkdtemp(prefix="pairspark-ship-")
+            atexit.register(shutil.rmtree, _SHIP_DIR, True)
+        path = os.path.join(_SHIP_DIR, name)
+        if not os.path.exists(path):
+            with open(path + ".part", "wb") as out:
+                out.write(data)
+            os.replace(path + ".part", path)
+        if (id(spark), name) not in _SHIPPED:
+            try:
+                context = spark.sparkContext
+            except Exception:  # noqa: BLE001 - Spark Connect has none (PySparkNotImplementedError)
+                context = None
+            if context is not None:
+                context.addFile(path)
+            else:
+                spark.addArtifacts(path, file=True)
+            _SHIPPED.add((id(spark), name))
+    return name
+
+
+def shipped_path(name: str) -> str:
+    """On a worker (or the driver): the local path of a file ship_bytes shipped."""
+    from pyspark import SparkFiles
+
+    return SparkFiles.get(name)

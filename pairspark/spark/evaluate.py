@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from pairspark.core.columns import class_col, confidence_col, method_col
 from pairspark.core.calibration import ECE_BINS, SELECTIVE_THRESHOLDS, expected_calibration_error, reliability_from_sums
-from pairspark.core.metrics import metrics_from_confusion
+from pairspark.core.metrics import metrics_from_cells
 from pairspark.errors import UsageError
 
 
@@ -50,8 +50,12 @@ def confusion_from_spark(df: DataFrame, reference: str, predicted: str, classes:
 
 
 def _scored(counts: dict, reference: str, predicted: str, classes: list[str]) -> dict:
-    confusion, order, missing = _confusion(counts, classes)
-    metrics = metrics_from_confusion(confusion, order)
+    """Metrics of {(reference, predicted): items}: values outside `classes` appended in sorted
+    order, pairs with a null left out and counted; no C x C matrix above DENSE_CONFUSION_MAX."""
+    missing = sum(n for (ref, pred), n in counts.items() if ref is None or pred is None)
+    known = set(classes)
+    order = list(classes) + sorted({v for pair in counts for v in pair if v is not None and v not in known})
+    metrics = metrics_from_cells({k: n for k, n in counts.items() if None not in k}, order)
     metrics["reference_column"], metrics["predicted_column"] = reference, predicted
     metrics["rows_skipped_null"] = missing
     return metrics

@@ -2,9 +2,11 @@
 
 Only what the math needs crosses to Python (item_id, the bracket key, the duplicate flag and the
 view vectors); every input column stays in the JVM and is kept as it is. The fitted views travel
-in the UDF's closure (prepared on the driver: pair coefficients, masks, scorers), which works the
-same on a classic and on a Spark Connect session; nothing is broadcast through a SparkContext and
-no session setting is changed. Building the expression runs no Spark job.
+in the UDF's closure (prepared on the driver: pair coefficients, masks, scorers) while they are
+small; above SHIP_BY_FILE_BYTES by reference: a file the session ships to the workers (a Connect
+request is capped at 128 MiB, and a 10,000-class model is ~400 MB), read once per Python worker
+(ShippedViews). Either way works the same on a classic and a Spark Connect session; no session
+setting is changed. Building the expression runs no Spark job.
 
 Per row the struct holds, for every view, NAME_<method> per method, NAME_class (the primary
 method's answer), NAME_base_cosine, NAME_margin, NAME_confidence (the calibrated probability of
@@ -15,6 +17,9 @@ valid row. A quarantine is therefore a `where` on `reason`.
 
 from __future__ import annotations
 
+import pickle
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -31,7 +36,7 @@ from pairspark.core.methods import prepare, primary_method
 from pairspark.core.model import ViewModel
 from pairspark.core.validate import row_reasons
 from pairspark.errors import UsageError
-from pairspark.spark.compat import arrow_scalar_udf
+from pairspark.spark.compat import arrow_scalar_udf, ship_bytes, shipped_path
 from pairspark.spark.io import by_name, vector_column
 from pairspark.spark.items import with_duplicate_flag
 
@@ -72,23 +77,73 @@ def bracket_key(seed: int) -> Column:
     return F.xxhash64(F.lit(int(seed)), F.col(ITEM_ID).cast("string"))
 
 
+# Prepared views whose pickle is larger than this reach the workers as a shipped file, not in the
+# closure: far below Connect's 128 MiB request limit, and above every model of up to ~256 classes
+# at 768 dims (a closure is re-sent with every task; a file is fetched once per worker).
+SHIP_BY_FILE_BYTES = 32 * 2**20
+_LOADED: OrderedDict[str, list[ViewModel]] = OrderedDict()
+_LOADED_MAX = 2
+_LOADED_LOCK = threading.Lock()
+
+
+class ShippedViews:
+    """The prepared views as a task's closure holds them: by value, or by the name of the file
+    ship_bytes shipped them in (pickled with it: only the name). A worker loads a shipped model
+    once and keeps it (with what its methods built on first use, e.g. the pair cache) for every
+    task after."""
+
+    def __init__(self, views: list[ViewModel], spark=None):
+        self._views: list[ViewModel] | None = views
+        self.name: str | None = None
+        if spark is not None:
+            blob = pickle.dumps(views, protocol=pickle.HIGHEST_PROTOCOL)
+            if len(blob) > SHIP_BY_FILE_BYTES:
+                self.name = ship_bytes(spark, blob, ".views.pkl")
+                with _LOADED_LOCK:  # this process already holds them
+                    _LOADED[self.name] = views
+
+    def __getstate__(self) -> dict:
+        return {"_views": None if self.name else self._views, "name": self.name}
+
+    def get(self) -> list[ViewModel]:
+        if self._views is None:
+            self._views = _load_shipped(self.name)
+        return self._views
+
+
+def _load_shipped(name: str) -> list[ViewModel]:
+    with _LOADED_LOCK:
+        views = _LOADED.get(name)
+        if views is None:
+            with open(shipped_path(name), "rb") as shipped:
+                views = _LOADED[name] = pickle.load(shipped)
+            while len(_LOADED) > _LOADED_MAX:
+                _LOADED.popitem(last=False)
+        _LOADED.move_to_end(name)
+        return views
+
+
 BatchAnswers = Callable[[pa.Array, np.ndarray, "pa.Array | None", list[pa.Array]], pa.StructArray]
 
 
-def batch_answers(view_models: list[ViewModel], methods: tuple[str, ...], candidates: int | str, top_k: int = 3) -> BatchAnswers:
+def batch_answers(view_models: list[ViewModel], methods: tuple[str, ...], candidates: int | str, top_k: int = 3,
+                  spark=None) -> BatchAnswers:
     """The per-batch function behind every classify path (this module's UDF, spark/arrow_scan.py):
     f(ids, keys, duplicate, vectors) -> StructArray of answer_fields. `ids`: the item ids (any
     type; only their nulls are read), `keys`: uint64 bracket keys, `duplicate`: bool array or None,
-    `vectors`: one list<float|double> array per view. Prepares the views on the driver first."""
+    `vectors`: one list<float|double> array per view. Prepares the views on the driver first; with
+    `spark`, a large model is shipped by reference (ShippedViews)."""
     for view in view_models:
         prepare(view, methods)
+    shipped = ShippedViews(view_models, spark)  # the closure below holds this, never view_models
+    checks = [(v.name, v.dim) for v in view_models]
     primary = primary_method(methods)
     fields = answer_fields(view_models, methods)
     arrow_fields = [pa.field(f.name, _arrow_type(f.dataType)) for f in fields]
 
     def classify(ids: pa.Array, keys: np.ndarray, duplicate: pa.Array | None, vectors: list[pa.Array]) -> pa.StructArray:
         n = len(ids)
-        reasons = row_reasons(ids, [(v.name, col, v.dim) for v, col in zip(view_models, vectors)], duplicate)
+        reasons = row_reasons(ids, [(name, col, dim) for (name, dim), col in zip(checks, vectors)], duplicate)
         valid = pc.is_null(reasons)
         all_valid = reasons.null_count == n
         # positions of the valid rows in the classified subset; -1 (null) for the others
@@ -101,7 +156,7 @@ def batch_answers(view_models: list[ViewModel], methods: tuple[str, ...], candid
             spread = pa.array(position, mask=position < 0)
         item_keys = keys if all_valid else keys[valid.to_numpy(zero_copy_only=False)]
         arrays: list[pa.Array] = []
-        for view, column in zip(view_models, vectors):
+        for view, column in zip(shipped.get(), vectors):
             column = column if all_valid else column.filter(valid)
             x = batch_matrix(pa.RecordBatch.from_arrays([column], [view.column]), view.column, view.dim)
             answers = classify_view(view, x, item_keys, methods, candidates, margin_of=primary, k=top_k)
@@ -118,10 +173,11 @@ def batch_answers(view_models: list[ViewModel], methods: tuple[str, ...], candid
 
 
 def answers_column(view_models: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
-                   vectors: list[Column] | None = None) -> Column:
+                   vectors: list[Column] | None = None, spark=None) -> Column:
     """The struct of answer_fields for each row of a frame holding ITEM_ID, DUPLICATE and the views'
-    vectors (`vectors`: one array<float|double> expression per view; default: the views' columns)."""
-    classify = batch_answers(view_models, methods, candidates, top_k)
+    vectors (`vectors`: one array<float|double> expression per view; default: the views' columns).
+    `spark`: the session the column will run in (a large model is shipped to it by reference)."""
+    classify = batch_answers(view_models, methods, candidates, top_k, spark)
     struct_type = T.StructType(answer_fields(view_models, methods))
 
     def on_batch(ids: pa.Array, keys: pa.Array, duplicate: pa.Array, *vectors: pa.Array) -> pa.StructArray:
@@ -144,5 +200,6 @@ def transform_items(items: DataFrame, view_models: list[ViewModel], methods: tup
     if clash:
         raise UsageError(f"the items already have the output column(s) {', '.join(clash)}: rename or drop them first")
     marked = with_duplicate_flag(items)
-    answered = marked.select(*[by_name(c) for c in items.columns], answers_column(view_models, methods, seed, candidates, top_k, vectors).alias(_ANSWERS))
+    answered = marked.select(*[by_name(c) for c in items.columns], answers_column(view_models, methods, seed, candidates, top_k, vectors,
+                                                                                             items.sparkSession).alias(_ANSWERS))
     return answered.select(*[by_name(c) for c in items.columns], *[F.col(_ANSWERS)[name].alias(name) for name in added])
