@@ -15,6 +15,7 @@ from pairspark.views import parse_views
 
 EXIT_USAGE = 2
 EXIT_INVALID_ROWS = 3
+EXIT_OUT_OF_MEMORY = 4
 
 
 # The Params each command takes as flags (fit decides the rest; classify only what acts there).
@@ -198,12 +199,39 @@ def summary(command: str, result: dict) -> str:
     return json.dumps(result.get("counts", {}))
 
 
+def _stop(spark) -> None:
+    """Stop the session. After its JVM died (out of memory) there is nothing left to stop but the
+    accumulator server's thread, which prints the lost connection: waited for, so that the
+    one-line error comes last."""
+    from pyspark import SparkContext
+
+    from pairspark.spark.session import driver_exit_code
+
+    if driver_exit_code() is None:
+        spark.stop()
+        return
+    server = getattr(SparkContext._active_spark_context, "_accumulatorServer", None)
+    if server is not None:
+        server.shutdown()
+
+
+def _quiet_after_jvm_exit(record: logging.LogRecord) -> bool:
+    """py4j logs a traceback for every call that finds the driver JVM gone: the error that ends
+    the run says why (e.g. out of memory), once."""
+    from py4j.protocol import Py4JNetworkError
+
+    return not (record.exc_info and isinstance(record.exc_info[1], Py4JNetworkError))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pairspark %(message)s", stream=sys.stderr)
     if not args.verbose:
         logging.getLogger("py4j").setLevel(logging.WARNING)
-    spark = None
+        for handler in logging.getLogger().handlers:  # py4j's records reach the root's handler
+            handler.addFilter(_quiet_after_jvm_exit)
+    spark = settings = None
+    out_of_memory = None
     try:
         settings = settings_from_args(args)
         parse_views(args.views) if hasattr(args, "views") else None
@@ -221,9 +249,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"pairspark {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INVALID_ROWS if isinstance(exc, InvalidRowsError) else EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - out of memory gets one line; anything else its traceback
+        from pairspark.spark.session import memory_failure
+
+        out_of_memory = memory_failure(exc, settings.spark_conf if settings else {}, settings.master if settings else "local")
+        if out_of_memory is None or args.verbose:
+            raise
     finally:
         if spark is not None:
-            spark.stop()
+            _stop(spark)
+    print(f"pairspark {args.command}: error: {out_of_memory}", file=sys.stderr)
+    return EXIT_OUT_OF_MEMORY
 
 
 if __name__ == "__main__":

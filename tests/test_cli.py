@@ -69,3 +69,38 @@ def test_console_script_runs_the_pipeline_and_reports_bad_paths(tmp_path):
     error_lines = [line for line in strict.stderr.splitlines() if line.startswith("pairspark fit: error:")]
     assert len(error_lines) == 1 and "item_id=" in error_lines[0] and "Traceback" not in strict.stderr
     assert not (tmp_path / "strict").exists()
+
+
+@pytest.mark.slow
+def test_a_driver_out_of_heap_exits_at_once_with_one_line_naming_what_to_raise(tmp_path):
+    """A deliberately small driver heap (512 MB) against statistics of 10,000 classes x 1,024 dims
+    (246 MB per task result): the JVM exits on its OutOfMemoryError (-XX:+ExitOnOutOfMemoryError),
+    and the run fails in seconds, exit code 4, with one line naming spark.driver.memory; it never hangs."""
+    import time
+
+    items, classes, _ = make_catalog(200, 1024, 10_000, seed=1, views=("image",))
+    items_path, classes_path = write_catalog(tmp_path / "data", items, classes)
+    started = time.monotonic()
+    done = _run("fit", "--items", items_path, "--classes", classes_path, "--views", "image=image_embedding",
+                "--out", str(tmp_path / "m"), "--methods", "base,pairwise", "--conf", "spark.driver.memory=512m",
+                "--master", "local[2]", cwd=tmp_path)
+    assert done.returncode == 4, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("pairspark fit: error: the Spark driver ran out of Java heap (spark.driver.memory 512m)"), last
+    # no traceback of py4j's per lost call, nor of pairspark's (pyspark's accumulator thread still prints its EOF)
+    assert "--conf spark.driver.memory=" in last and "Py4JNetworkError" not in done.stderr
+    assert "/pairspark/" not in done.stderr
+    assert time.monotonic() - started < 300
+    assert not (tmp_path / "m").exists()
+
+
+def test_memory_failures_are_told_apart_from_other_errors():
+    from pairspark.spark.session import memory_failure
+
+    assert "driver's Python process" in memory_failure(MemoryError(), {}, "local[2]")
+    assert "spark.driver.memory 1g" in memory_failure(RuntimeError("java.lang.OutOfMemoryError: Java heap space"), {}, "local[2]")
+    executor = RuntimeError("Job aborted: Lost task 0.3 (ExecutorLostFailure): java.lang.OutOfMemoryError: Java heap space")
+    assert "spark.executor.memory 4g" in memory_failure(executor, {"spark.executor.memory": "4g"}, "yarn")
+    worker = RuntimeError("PythonException: Traceback ... numpy._core._exceptions._ArrayMemoryError: MemoryError")
+    assert "Python worker" in memory_failure(worker, {}, "yarn")
+    assert memory_failure(RuntimeError("Table or view not found"), {}, "local[2]") is None

@@ -12,6 +12,12 @@ from collections.abc import Callable
 from pyspark.sql import SparkSession
 
 CONSOLE_PROGRESS = "spark.ui.showConsoleProgress"
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+# A JVM out of heap can limp on for many minutes (the scheduler's threads dying one by one: a
+# 1,000-class run hung 12 minutes before it was killed); this makes it exit at once, with code 3,
+# so the run fails within seconds and memory_failure can say what to raise.
+EXIT_ON_OOM = "-XX:+ExitOnOutOfMemoryError"
+_JVM_OOM_EXIT = 3
 
 
 def under_spark_submit() -> bool:
@@ -61,8 +67,43 @@ def build_session(
         if master.startswith("local"):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(master)
-    for key, value in session_conf(conf, verbose, user_set).items():
+    chosen = session_conf(conf, verbose, user_set)
+    if not under_spark_submit() and DRIVER_JAVA_OPTIONS not in chosen:
+        chosen[DRIVER_JAVA_OPTIONS] = EXIT_ON_OOM  # launched by us: the driver JVM's command line
+    for key, value in chosen.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def driver_exit_code() -> int | None:
+    """The exit code of the driver JVM this process launched, None while it runs (or not ours)."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None) if gateway is not None else None
+    return proc.poll() if proc is not None else None
+
+
+def memory_failure(error: BaseException, conf: dict[str, str], master: str) -> str | None:
+    """The one line to print when `error` ended a run out of memory, naming what to raise; None
+    when it did not. `conf`: the Spark settings the user gave (to quote the current value)."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, MemoryError):
+        return ("the driver's Python process ran out of memory: run it where it has more (the machine's or "
+                "container's limit), or with fewer classes or items per --arrow-batch-size")
+    driver_died = driver_exit_code() == _JVM_OOM_EXIT
+    if driver_died or ("java.lang.OutOfMemoryError" in text and (master.startswith("local") or "ExecutorLost" not in text
+                                                                and "Lost task" not in text)):
+        current = conf.get("spark.driver.memory", "1g (Spark's default)")
+        return (f"the Spark driver ran out of Java heap (spark.driver.memory {current}): raise it, e.g. "
+                f"--conf spark.driver.memory=8g (or spark-submit --driver-memory 8g)")
+    if "java.lang.OutOfMemoryError" in text:
+        current = conf.get("spark.executor.memory", "1g (Spark's default)")
+        return (f"a Spark executor ran out of Java heap (spark.executor.memory {current}): raise it, e.g. "
+                f"--conf spark.executor.memory=8g")
+    if "MemoryError" in text:
+        return ("a Spark Python worker ran out of memory: raise spark.executor.memoryOverhead (and "
+                "spark.executor.pyspark.memory if set), or lower --arrow-batch-size")
+    return None
