@@ -139,7 +139,7 @@ def test_worker_cache_keeps_one_cache_per_token_and_a_few_tokens():
     assert worker_cache("tok-a", make("again")) == "a"
     for t in "bcdef":
         worker_cache(f"tok-{t}", make(t))
-    assert worker_cache("tok-a", make("a2")) == "a2"  # evicted by the four after it
+    assert worker_cache("tok-a", make("a2")) == "a2"  # evicted by the models after it
     assert built == ["a", "b", "c", "d", "e", "f", "a2"]
 
 
@@ -178,3 +178,18 @@ def test_sampled_mask_sizes_are_those_of_the_pairs_drawn():
     assert set(lengths.tolist()) <= set(stored.tolist())
     np.testing.assert_array_equal(lengths, sample_lengths(moments, MaskSettings(), n_pairs=300))
     assert len(sample_lengths(ClassMoments.empty(1, 4), MaskSettings())) == 0
+
+
+def test_the_compiled_pair_ratios_are_cross_ratio_bit_for_bit():
+    from pairspark.core import kernels
+    from pairspark.core.crossvar import cross_ratio
+
+    rng = np.random.default_rng(8)
+    mean = rng.normal(size=(12, 40)) * 1e3
+    variance = rng.random((12, 40)) ** 3
+    variance[0] = 0.0  # zero variance: ratio inf where the means differ, 1 where they agree
+    mean[1, :5] = mean[0, :5]
+    variance[1, :5] = 0.0
+    a, b = np.triu_indices(12, k=1)
+    np.testing.assert_array_equal(kernels.pair_ratios(mean, variance, a, b),
+                                  cross_ratio(mean[a], variance[a], mean[b], variance[b]))

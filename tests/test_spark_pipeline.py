@@ -410,3 +410,30 @@ def test_a_taxonomy_of_10000_classes_fits_and_classifies_a_small_catalog_with_de
         assert "confusion" not in report["vs_label"][view]["base"] and report["vs_label"][view]["base"]["confusion_cells"]
         # the answer leads the top-k, and the tournament played only among base's top 16
         assert (predictions[f"{view}_class"] == predictions[f"{view}_top"].map(lambda t: t[0]["class_id"])).all()
+
+
+def test_models_written_before_on_demand_masks_load_and_an_unknown_mask_kind_is_a_one_line_error(spark, catalog, tmp_path):
+    """A model directory from before on-demand masks has no "pair_masks" key: its masks.parquet is
+    read as stored masks, as then; a kind this version does not know stops with a message naming it."""
+    from pairspark.spark.model_io import load_model, read_metadata, write_metadata
+
+    (items_path, classes_path), _, _ = catalog
+    model = str(tmp_path / "m")
+    pipeline.fit(spark, items_path, classes_path, VIEWS, model, load_settings(None, {"min_margin": "0"}))
+    views, metadata = load_model(spark, model)
+    old = json.loads(json.dumps(metadata))
+    for view in old["pairspark"]["views"]:
+        del view["pair_masks"]
+        view["mask_dims"].pop("sampled_pairs")
+    write_metadata(spark, old, model, "overwrite")
+    again, _ = load_model(spark, model)
+    for a, b in zip(views, again):
+        assert not b.on_demand and list(a.masks) and all(np.array_equal(x, y) for x, y in zip(a.masks, b.masks))
+    future = read_metadata(spark, model)
+    future["pairspark"]["views"][0]["pair_masks"] = "sharded"
+    future["pairspark"]["pairspark_version"] = "9.0.0"
+    write_metadata(spark, future, model, "overwrite")
+    with pytest.raises(UsageError, match=r"view image has pair_masks 'sharded', which this pairspark \S+ cannot read "
+                                         r"\(it knows stored, on_demand\); classify with the pairspark that wrote it "
+                                         r"\(version 9.0.0\) or refit"):
+        load_model(spark, model)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pairspark.core.crossvar import cross_ratio
+from pairspark.core import kernels
 from pairspark.core.masks import MaskSettings, select_dims_block
 from pairspark.core.stats import ClassMoments
 
@@ -33,20 +33,21 @@ CACHE_BYTES = 256 * 2**20
 
 
 def build_pairs(vectors64: np.ndarray, mean: np.ndarray, variance: np.ndarray, usable: np.ndarray,
-                settings: MaskSettings, a: np.ndarray, b: np.ndarray):
+                settings: MaskSettings, a: np.ndarray, b: np.ndarray, squares: np.ndarray | None = None):
     """Masks and match weights of the pairs (a[i], b[i]), a < b: (lengths (B,), dims (nnz,) uint16,
     weights (nnz,) float64, coefficients (B, 2)), each pair's dims ascending. The expressions of
-    masks.pair_masks, tournament.pair_coefficients and kernels.pair_weights, row for row."""
+    masks.pair_masks, tournament.pair_coefficients and kernels.pair_weights, row for row.
+    `squares`: vectors64 ** 2 when the caller keeps it (else computed)."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    squares = vectors64 * vectors64 if squares is None else squares
     lengths, dims, weights, coefs = [], [], [], []
     for start in range(0, len(a), _BUILD_BLOCK):
         pa_, pb = a[start : start + _BUILD_BLOCK], b[start : start + _BUILD_BLOCK]
-        keep = select_dims_block(cross_ratio(mean[pa_], variance[pa_], mean[pb], variance[pb]), settings)
+        keep = select_dims_block(kernels.pair_ratios(mean, variance, pa_, pb), settings)  # crossvar.cross_ratio's bits
         keep[~(usable[pa_] & usable[pb])] = True
         coef = np.zeros((len(pa_), 2), dtype=np.float64)
         for side, cls in ((0, pa_), (1, pb)):
-            t = vectors64[cls]
-            sums = np.einsum("ij,ij->i", keep, t * t)
+            sums = np.einsum("ij,ij->i", keep, squares[cls])
             with np.errstate(divide="ignore"):
                 coef[:, side] = np.where(sums > 0, 1.0 / np.sqrt(sums), 0.0)
         rows, cols = np.nonzero(keep)  # row-major: each pair's dims ascending
@@ -73,7 +74,7 @@ def sample_lengths(moments: ClassMoments, settings: MaskSettings, n_pairs: int =
     keys = keys[(keys // n_classes) != (keys % n_classes)][:n_pairs]
     usable = moments.count >= settings.min_class_count
     vectors = np.zeros((n_classes, moments.dim))  # lengths only: the weights are not used
-    lengths, *_ = build_pairs(vectors, moments.mean, moments.variance, usable, settings,
+    lengths, *_ = build_pairs(vectors, np.ascontiguousarray(moments.mean), np.ascontiguousarray(moments.variance), usable, settings,
                               keys // n_classes, keys % n_classes)
     return lengths
 
@@ -85,8 +86,9 @@ class PairCache:
     def __init__(self, vectors64: np.ndarray, moments: ClassMoments, settings: MaskSettings,
                  max_bytes: int = CACHE_BYTES):
         self.vectors64 = np.ascontiguousarray(vectors64, dtype=np.float64)
-        self.mean = moments.mean
-        self.variance = moments.variance
+        self.squares = self.vectors64 * self.vectors64
+        self.mean = np.ascontiguousarray(moments.mean, dtype=np.float64)
+        self.variance = np.ascontiguousarray(moments.variance, dtype=np.float64)
         self.usable = moments.count >= settings.min_class_count
         self.settings = settings
         self.n_classes = len(self.vectors64)
@@ -123,7 +125,7 @@ class PairCache:
                     missing = unique
                 lengths, dims, weights, _ = build_pairs(self.vectors64, self.mean, self.variance, self.usable,
                                                         self.settings, missing // self.n_classes,
-                                                        missing % self.n_classes)
+                                                        missing % self.n_classes, self.squares)
                 self._append(missing, lengths, dims, weights)
                 found = np.fromiter((self._slot[k] for k in unique.tolist()), np.int64, len(unique))
             return found[inverse.reshape(-1)]
@@ -146,9 +148,10 @@ class PairCache:
 
 
 # One PairCache per model per Python worker: the model ships a token (core/methods.py) and every
-# task of that worker that classifies with it finds the same cache. A few models at most.
+# task of that worker that classifies with it finds the same cache. Two models at most (each up to
+# CACHE_BYTES): a run classifies with one.
 _WORKER_CACHES: OrderedDict[str, PairCache] = OrderedDict()
-_WORKER_CACHES_MAX = 4
+_WORKER_CACHES_MAX = 2
 _WORKER_LOCK = threading.Lock()
 
 

@@ -37,6 +37,7 @@ from pairspark.core.stats import ClassMoments
 from pairspark.errors import UsageError
 from pairspark.spark.io import read_parquet
 from pairspark.spark.compat import create_frame, to_arrow
+from pairspark.version import __version__
 
 _STATS = T.StructType(
     [
@@ -231,7 +232,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
                 class_ids=class_ids,
                 class_vectors=np.stack(vc["vector"].to_numpy()).astype(np.float32),
                 moments=moments,
-                masks=_view_masks(view, masks, index, path),
+                masks=_view_masks(view, masks, index, path, f"version {meta.get('pairspark_version', 'unknown')}"),
                 min_margin_used=float(view["min_margin_used"]),
                 mask_settings=mask_settings,
                 scorers=_read_scorers(scorers, name, class_ids, view.get("scorers", {}), path),
@@ -246,11 +247,12 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
 PAIR_MASKS = ("stored", "on_demand")
 
 
-def _view_masks(view: dict, masks: pa.Table, index: dict[str, int], path: str) -> PairMasks | None:
+def _view_masks(view: dict, masks: pa.Table, index: dict[str, int], path: str, writer: str) -> PairMasks | None:
     kind = view.get("pair_masks", "stored")
     if kind not in PAIR_MASKS:
         raise UsageError(f"model {path}: view {view['name']} has pair_masks {kind!r}, which this pairspark "
-                         f"cannot read (it knows {', '.join(PAIR_MASKS)}); classify with the pairspark that wrote it")
+                         f"{__version__} cannot read (it knows {', '.join(PAIR_MASKS)}); classify with the pairspark "
+                         f"that wrote it ({writer}) or refit")
     if kind == "on_demand":
         return None
     return _read_masks(masks, view["name"], index, int(view["dim"]), path)
