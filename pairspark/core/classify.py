@@ -16,6 +16,12 @@ from pairspark.core.model import ViewModel
 from pairspark.core.targets import top_margin
 from pairspark.core.tournament import resolve_candidates
 
+# A batch is classified in row chunks of at most this many (rows x classes) cells: every method
+# holds a few (rows x C) float64 arrays (cosines, scores, probabilities) at once, 800 MB each for a
+# 10,000-row batch at 10,000 classes (a worker peaked at 7.2 GB); chunks keep them ~32 MB. No chunking
+# up to 419 classes at the default 10,000-row batches. Every answer is a function of its own row.
+CLASSIFY_CELLS = 2**22
+
 
 def classify(view: ViewModel, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...],
              candidates: int | str = 0, margin_of: str | None = None, k: int = 3) -> dict[str, np.ndarray]:
@@ -35,7 +41,18 @@ def classify(view: ViewModel, x: np.ndarray, item_keys: np.ndarray, methods: tup
     is rounded to float32 and can only flip an exact tie.
 
     The view must be prepared for `methods` (core/methods.prepare), as the driver does once.
+    Rows go through in chunks of at most CLASSIFY_CELLS rows x classes.
     """
+    rows = max(1, CLASSIFY_CELLS // max(view.n_classes, 1))
+    if len(x) <= rows:
+        return _classify_rows(view, x, item_keys, methods, candidates, margin_of, k)
+    parts = [_classify_rows(view, x[start : start + rows], item_keys[start : start + rows], methods, candidates,
+                            margin_of, k) for start in range(0, len(x), rows)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _classify_rows(view: ViewModel, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...],
+                   candidates: int | str, margin_of: str | None, k: int) -> dict[str, np.ndarray]:
     x_unit = unit_rows64(x)
     base = base_assign(x_unit, view.vectors64)
     bracket = resolve_candidates(candidates, view.n_classes)
