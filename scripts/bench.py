@@ -145,6 +145,12 @@ def scan_floor(spark, items_path: str, dim: int) -> int:
     return int(frame.mapInArrow(to_numpy, "rows long").groupBy().sum("rows").collect()[0][0])
 
 
+def _prepared(view):
+    """The view as the driver ships it: its tournaments' preparation made (methods.prepare_pairs)."""
+    prepare_pairs(view)
+    return view
+
+
 def kernel_profile(items_path: str, model_dir_views, candidates: int | str, batch_rows: int = 10_000) -> dict:
     """Per view, ms per `batch_rows` items for each step of classify_batches, in this process."""
     from pairspark.core.pair_cache import PairCache
@@ -472,7 +478,7 @@ def main(argv=None) -> int:
         "peak_rss_mb": max([v for k, v in peaks.items() if k.endswith("python_worker")], default=0.0),
         "peak_rss_mb_by_stage": peaks,
         # what rides to the workers: the views as pickled after the driver's preparation
-        "broadcast_mb": round(sum(len(pickle.dumps(prepare_pairs(v) and v)) for v in views) / 2**20, 2),
+        "broadcast_mb": round(sum(len(pickle.dumps(_prepared(v))) for v in views) / 2**20, 2),
         "pair_masks": {v.name: "on_demand" if v.on_demand else "stored" for v in views},
         "mask_dims": {v["name"]: v["mask_dims"] for v in meta["views"]},
         "kernel_ms_per_10k_items": profile,
