@@ -237,6 +237,22 @@ def _confidence_section(report: dict, figures: dict[str, bytes]) -> str:
     return "\n".join(parts)
 
 
+def _candidates_section(candidates: dict) -> str:
+    """The candidate rule's recall: how often the true class is among the classes an item plays."""
+    k = candidates["bracket"]
+    parts = [f"<h2>Candidates</h2><p class='note'>Each item's tournament plays among its {k} best classes by base "
+             "cosine (--candidates); an answer can be right only when the true class is among them. Recall: the share "
+             "of labelled items whose label ranks within the first K classes by base cosine"]
+    if "unavailable" in candidates:
+        return parts[0] + f".</p><p>No figure: {html.escape(candidates['unavailable'])}.</p>"
+    parts[0] += f" ({candidates['items']} labelled items, a fixed draw).</p>"
+    views = candidates["views"]
+    ks = list(next(iter(views.values()))["recall"])
+    parts.append(_table(["view", f"recall at K = {k} (used)"] + [f"K = {x}" for x in ks] + ["labels not among the classes"],
+                        [[v, c["at_bracket"]] + [c["recall"][x] for x in ks] + [c["labels_not_classes"]] for v, c in views.items()]))
+    return "\n".join(parts)
+
+
 def render_report(report: dict, suspects: list[dict], class_counts: dict, changes: dict | None = None,
                   figures: dict[str, bytes] | None = None) -> str:
     """The page as a string. `report`: metrics.json content; `suspects`: audit rows (dicts);
@@ -272,6 +288,9 @@ def render_report(report: dict, suspects: list[dict], class_counts: dict, change
             row += [m["accuracy"], m["weighted_f1"], m["macro_f1"]]
         rows.append(row)
     parts.append(_table(header, rows))
+
+    if report.get("candidates"):
+        parts.append(_candidates_section(report["candidates"]))
 
     if report.get("binary"):
         parts.append("<h2>Binary groups (in the group vs not)</h2>")

@@ -72,3 +72,27 @@ def test_metrics_from_cells_are_those_of_the_dense_matrix_and_hold_no_matrix_abo
         occurring = sorted(set(y_true) | set(y_pred))
         assert names == [classes[i] for i in occurring]
         np.testing.assert_array_equal(matrix, confusion_matrix(y_true, y_pred, k)[np.ix_(occurring, occurring)])
+
+
+def test_label_ranks_are_those_of_a_full_sort_and_recall_counts_them():
+    from pairspark.core.metrics import label_ranks, recall_at
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(700, 6))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    classes = rng.normal(size=(40, 6))
+    classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+    classes[7] = classes[3]  # an exact tie counts for the label
+    labels = rng.integers(-1, 40, size=700)  # -1: a label that is no class
+    ranks = label_ranks(x, classes, labels)
+    cos = x @ classes.T
+    for i in range(700):
+        if labels[i] < 0:
+            assert ranks[i] > 10**18
+        else:
+            order = sorted(range(40), key=lambda c: -cos[i, c])
+            better = [c for c in order if cos[i, c] > cos[i, labels[i]]]
+            assert ranks[i] == len(better) + 1
+    recall = recall_at(ranks, (1, 16, 64))
+    assert recall == {"1": np.mean(ranks == 1), "16": np.mean(ranks <= 16), "64": np.mean(labels >= 0)}
+    assert recall_at(np.zeros(0, np.int64), (1,)) == {"1": 0.0}

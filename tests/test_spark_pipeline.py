@@ -410,6 +410,21 @@ def test_a_taxonomy_of_10000_classes_fits_and_classifies_a_small_catalog_with_de
         assert "confusion" not in report["vs_label"][view]["base"] and report["vs_label"][view]["base"]["confusion_cells"]
         # the answer leads the top-k, and the tournament played only among base's top 16
         assert (predictions[f"{view}_class"] == predictions[f"{view}_top"].map(lambda t: t[0]["class_id"])).all()
+    # the candidate rule's recall in the report: the labels' ranks by base cosine, brute force
+    recall = report["candidates"]
+    assert recall["bracket"] == 16 and recall["items"] == 3000
+    for view in ("image", "text"):
+        x = items[f"{view}_embedding"].astype(np.float64)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        model = [v for v in views if v.name == view][0]
+        cos = x @ model.class_vectors.astype(np.float64).T
+        label = np.array([model.class_ids.index(c) for c in items["label"]])
+        rank = 1 + (cos > cos[np.arange(3000), label][:, None]).sum(axis=1)
+        got = recall["views"][view]
+        assert got["at_bracket"] == np.mean(rank <= 16) and got["recall"]["1"] == np.mean(rank == 1)
+        assert got["recall"]["64"] == np.mean(rank <= 64) and got["labels_not_classes"] == 0
+        assert got["recall"]["1"] < got["at_bracket"] <= got["recall"]["64"]
+    assert "Candidates" in (tmp_path / "out" / "report" / "report.html").read_text()
 
 
 def test_models_written_before_on_demand_masks_load_and_an_unknown_mask_kind_is_a_one_line_error(spark, catalog, tmp_path):

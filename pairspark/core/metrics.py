@@ -94,3 +94,33 @@ def _metrics(support: np.ndarray, predicted: np.ndarray, true_pos: np.ndarray, c
             for i, c in enumerate(classes)
         },
     }
+
+
+# Ranks at which the candidate rule's recall is reported (core/tournament.resolve_candidates: an
+# item plays among its K best classes by base cosine, so its answer can be right only when its
+# true class ranks <= K).
+RECALL_AT = (1, 2, 4, 8, 16, 32, 64)
+
+
+def label_ranks(x_unit: np.ndarray, class_unit: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row, the rank (1 = best) of its label's base cosine among the classes: 1 + the number
+    of classes with a strictly higher cosine (an exact tie counts for the label, as the
+    candidates' partition may take either). A label of -1 (not a class) never ranks: int64's max.
+    Rows go through in chunks of at most 2^22 cells, like classify."""
+    n_classes = class_unit.shape[0]
+    ranks = np.full(len(labels), np.iinfo(np.int64).max, dtype=np.int64)
+    rows = max(1, 2**22 // max(n_classes, 1))
+    for start in range(0, len(labels), rows):
+        part = slice(start, start + rows)
+        known = np.flatnonzero(labels[part] >= 0)
+        if not len(known):
+            continue
+        cos = x_unit[part][known] @ class_unit.T
+        own = cos[np.arange(len(known)), labels[part][known]]
+        ranks[start + known] = 1 + (cos > own[:, None]).sum(axis=1)
+    return ranks
+
+
+def recall_at(ranks: np.ndarray, at: tuple[int, ...] = RECALL_AT) -> dict[str, float]:
+    """Share of rows whose rank is <= K, per K (fewer classes than K: every row)."""
+    return {str(k): float(np.mean(ranks <= k)) if len(ranks) else 0.0 for k in at}

@@ -20,9 +20,11 @@ from pairspark.pipeline.classify import predictions_info
 from pairspark.pipeline.stage import now, stage, tracked
 from pairspark.report import SUSPECTS_SHOWN, confidence_figures, render_report
 from pairspark.spark.audit import audit_predictions, diff_predictions, with_item_columns
-from pairspark.spark.evaluate import evaluate_predictions
-from pairspark.spark.io import read_parquet, read_source, require_columns
+from pairspark.core.tournament import resolve_candidates
+from pairspark.spark.evaluate import candidate_recall, evaluate_predictions
+from pairspark.spark.io import TABLE_PREFIX, read_parquet, read_source, require_columns
 from pairspark.spark.fs import FileSystem
+from pairspark.spark.model_io import read_class_vectors
 from pairspark.spark.publish import atomic_output
 from pairspark.spark.review import REASONS as REVIEW_REASONS
 from pairspark.spark.review import csv_frame as review_csv
@@ -52,6 +54,9 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
         if verified is not None:
             report["counts"]["verified_excluded"] = verified  # every metric is over the other items
         report["primary_method"] = info["primary_method"]
+        recall = _candidate_recall(spark, fs, predictions, info, label_col, report)
+        if recall:
+            report["candidates"] = recall
         basis = confidence_basis(fs, info)
         if basis:
             report["confidence_basis"] = basis
@@ -80,6 +85,25 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
             tracker.json(report, "report/metrics.json")
             tracker.text(page, "report/report.html")
     return report
+
+
+def _candidate_recall(spark, fs: FileSystem, predictions, info: dict, label_col: str | None, report: dict) -> dict | None:
+    """The candidate rule's recall (spark/evaluate.candidate_recall) where it is in effect: labelled
+    items, a bracket narrower than the classes, and the model and items the predictions name still
+    readable (else the report says why it has no figure, and nothing else changes)."""
+    bracket = resolve_candidates(info.get("candidates", 0) or 0, len(info["class_ids"]))
+    if not label_col or not report["counts"].get("labelled") or not 0 < bracket < len(info["class_ids"]):
+        return None
+    model_dir, items_path = info.get("model"), info.get("items")
+    gone = {"bracket": bracket, "unavailable": "the model or the items the predictions were made from are gone"}
+    if not model_dir or not items_path or not fs.exists(model_dir) or (
+            not items_path.startswith(TABLE_PREFIX) and not fs.exists(items_path)):
+        return gone
+    try:
+        items = read_source(spark, items_path, "items", info.get("items_format"))
+    except UsageError:
+        return gone
+    return candidate_recall(predictions, items, read_class_vectors(spark, model_dir), label_col, bracket)
 
 
 def confidence_basis(fs: FileSystem, info: dict) -> dict | None:

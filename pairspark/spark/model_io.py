@@ -283,3 +283,17 @@ def model_view_meta(v: ViewModel, confident_items: int) -> dict:
         },
     }
 
+
+
+def read_class_vectors(spark: SparkSession, path: str) -> list[tuple[str, str, list[str], np.ndarray]]:
+    """Per view of a model directory: (name, items' column, class_ids, unit prompt vectors float32),
+    without the statistics, masks and scorers a full load_model reads (the evaluation's use)."""
+    meta = read_metadata(spark, path).get("pairspark")
+    if not meta:
+        raise UsageError(f"{path} holds no pairspark model (its metadata has no 'pairspark' part)")
+    classes = _read_table(spark, f"{path}/classes.parquet", "model classes").to_pandas()
+    out = []
+    for view in meta["views"]:
+        vc = classes[classes["view"] == view["name"]].sort_values("class_index")
+        out.append((view["name"], view["column"], list(vc["class_id"]), np.stack(vc["vector"].to_numpy()).astype(np.float32)))
+    return out
