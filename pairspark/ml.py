@@ -36,7 +36,7 @@ from pairspark.spark.arrow_scan import ArrowScan
 from pairspark.spark.fit import fit_views
 from pairspark.spark.io import arrow_batch_rows, load_classes, read_labels, require_rows, with_verified
 from pairspark.spark.items import check_item_dims, marked_vectors, require_item_columns
-from pairspark.spark.model_io import load_model, model_view_meta, read_metadata, save_model, write_metadata
+from pairspark.spark.model_io import load_model, model_view_meta, read_metadata, save_model, tree_meta, write_metadata
 from pairspark.spark.passes import FrameRows
 from pairspark.spark.transform import answer_columns, transform_items
 from pairspark.views import parse_views
@@ -55,7 +55,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
                  labelsPath: str | None = None, methods: str | None = None, ratioThreshold: float | None = None, minDims: int | None = None,
                  maxDims: int | None = None, minClassCount: int | None = None, minCosine: float | None = None,
                  minMargin: str | None = None, seed: int | None = None, candidates: int | str | None = None,
-                 topK: int | None = None):
+                 topK: int | None = None, backoffAt: float | None = None):
         super().__init__()
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
@@ -64,7 +64,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
                   labelsPath: str | None = None, methods: str | None = None, ratioThreshold: float | None = None, minDims: int | None = None,
                   maxDims: int | None = None, minClassCount: int | None = None, minCosine: float | None = None,
                   minMargin: str | None = None, seed: int | None = None, candidates: int | str | None = None,
-                  topK: int | None = None) -> PairwiseTournamentClassifier:
+                  topK: int | None = None, backoffAt: float | None = None) -> PairwiseTournamentClassifier:
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     def setClassesPath(self, value: str) -> PairwiseTournamentClassifier:
@@ -108,6 +108,9 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
 
     def setTopK(self, value: int) -> PairwiseTournamentClassifier:
         return self._set(topK=value)
+
+    def setBackoffAt(self, value: float) -> PairwiseTournamentClassifier:
+        return self._set(backoffAt=value)
 
     def _fit(self, dataset: DataFrame) -> PairwiseTournamentModel:
         return self.fit_items(dataset)
@@ -157,6 +160,7 @@ class PairwiseTournamentClassifier(Estimator, HasPairsparkParams, MLReadable, ML
             # classes given several prompt rows (their vectors are the rows' unit mean)
             "prompts": {"rows": int(sum(tables[views[0].name].prompts)), "classes": len(tables[views[0].name].class_ids),
                         "most_per_class": int(max(tables[views[0].name].prompts))},
+            **({"tree": tree_meta(tables[views[0].name].tree)} if tables[views[0].name].tree else {}),
             "fit_seconds": round(time.perf_counter() - start, 2),
             "reads": result.reads,  # reads of the items' vectors (the sample's draw, then each pass)
             "reader": "spark" if rows is None else "arrow",  # who read them (spark/arrow_scan.ArrowRows)
@@ -197,6 +201,9 @@ class PairwiseTournamentModel(Model, HasPairsparkParams, MLReadable, MLWritable)
     def setTopK(self, value: int) -> PairwiseTournamentModel:
         return self._set(topK=value)
 
+    def setBackoffAt(self, value: float) -> PairwiseTournamentModel:
+        return self._set(backoffAt=value)
+
     @property
     def fitted_methods(self) -> tuple[str, ...]:
         return tuple(self.meta.get("methods", ()))
@@ -221,7 +228,7 @@ class PairwiseTournamentModel(Model, HasPairsparkParams, MLReadable, MLWritable)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         return transform_items(dataset, self.view_models, self.run_methods, self.getSeed(), self.getCandidates(),
-                               self.getTopK())
+                               self.getTopK(), self.getBackoffAt())
 
     def transform_scan(self, scan: ArrowScan, id_column: str, label: tuple[str, str] | None) -> DataFrame:
         """transform's answers for Parquet items read by pyarrow in the workers, the CLI's reader
@@ -230,7 +237,7 @@ class PairwiseTournamentModel(Model, HasPairsparkParams, MLReadable, MLWritable)
         answer_fields (duplicates set aside last, as in core/validate.py), and the row's FILE and ROW."""
         methods = self.run_methods
         classified = scan.classified(self.view_models, methods, self.getSeed(), self.getCandidates(), self.getTopK(),
-                                     id_column, label, arrow_batch_rows(scan.items.sparkSession))
+                                     id_column, label, arrow_batch_rows(scan.items.sparkSession), self.getBackoffAt())
         return scan.with_duplicates(classified, id_column, answer_columns(self.view_models, methods))
 
     def write(self) -> MLWriter:

@@ -204,11 +204,16 @@ class HasPairsparkParams(Params):
         "NAME_top holds the primary method's K most probable classes with their calibrated probabilities "
         "(NAME_confidence is the first one's)",
         typeConverter=_int_at_least(1))
+    backoffAt = Param(
+        Params._dummy(), "backoffAt",
+        "with a class tree (the classes' parent_id): NAME_backoff is the deepest node of NAME_path whose "
+        "probability of being right (NAME_path_confidence) is at least this; null when not even the root reaches it",
+        typeConverter=_float_in(0.0, 1.0))
 
     def __init__(self, *args: Any):
         super().__init__(*args)
         self._setDefault(classesFormat="parquet", methods="auto", ratioThreshold=1.2, minDims=8, maxDims=0, minClassCount=2, minCosine=-1.0,
-                         minMargin="30%", seed=0, candidates="auto", topK=3)
+                         minMargin="30%", seed=0, candidates="auto", topK=3, backoffAt=0.9)
 
     def getClassesPath(self) -> str:
         return self.getOrDefault(self.classesPath)
@@ -256,6 +261,9 @@ class HasPairsparkParams(Params):
     def getTopK(self) -> int:
         return self.getOrDefault(self.topK)
 
+    def getBackoffAt(self) -> float:
+        return self.getOrDefault(self.backoffAt)
+
     def check_settings(self) -> None:
         """Raise UsageError when Params that are each valid contradict each other (a cap below its
         floor would silently override it)."""
@@ -284,9 +292,9 @@ class HasPairsparkParams(Params):
 
 # The Params a user sets as settings (CLI flags, TOML keys); classesPath and views are inputs.
 SETTING_PARAMS = ("methods", "ratioThreshold", "minDims", "maxDims", "minClassCount", "minCosine", "minMargin",
-                  "seed", "candidates", "topK")
+                  "seed", "candidates", "topK", "backoffAt")
 # The ones that act when a fitted model classifies (the rest are decided by fit).
-CLASSIFY_PARAMS = ("methods", "seed", "candidates", "topK")
+CLASSIFY_PARAMS = ("methods", "seed", "candidates", "topK", "backoffAt")
 
 
 def snake(name: str) -> str:

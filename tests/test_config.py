@@ -92,6 +92,7 @@ SETTINGS_TABLE = [
     ("seed", "7", 7, "7", "seven", "'seven'"),
     ("candidates", "16", 16, "16", "1", "'1'"),
     ("top_k", "2", 2, "2", "0", "'0'"),
+    ("backoff_at", "0.8", 0.8, "0.8", "1.5", "'1.5'"),
     ("master", "local[1]", "local[1]", '"local[1]"', None, None),
     ("partitions", "3", 3, "3", "1.5", "'1.5'"),
     ("arrow_batch_size", "500", 500, "500", "0", "got 0"),

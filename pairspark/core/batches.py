@@ -15,13 +15,15 @@ import pyarrow.compute as pc
 
 from pairspark.core.columns import DUPLICATE, ITEM_ID, VERIFIED
 from pairspark.core.cosine import base_assign, unit_rows64
+from pairspark.core.tree import Tree
 from pairspark.core.validate import row_reasons
 from pairspark.views import View
 
 
 @dataclass(frozen=True)
 class ClassTable:
-    """The classes of one view, sorted by class_id: ids and unit prompt vectors (C, D).
+    """The classes of one view, sorted by class_id: ids and unit prompt vectors (C, D). With a
+    class tree, the classes are its leaves (core/tree.py).
 
     A class given several prompt rows has the unit mean of their unit vectors (prompt ensembling,
     docs/METHOD.md "Several prompts per class"); `prompts` counts the rows behind each class."""
@@ -29,6 +31,7 @@ class ClassTable:
     class_ids: list[str]
     vectors: np.ndarray
     prompts: tuple[int, ...] = ()
+    tree: Tree | None = None  # the classes' taxonomy (parent_id); class_ids are then its leaves
 
     @property
     def dim(self) -> int:

@@ -24,7 +24,8 @@ CLASSIFY_CELLS = 2**22
 
 
 def classify(view: ViewModel, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...],
-             candidates: int | str = 0, margin_of: str | None = None, k: int = 3) -> dict[str, np.ndarray]:
+             candidates: int | str = 0, margin_of: str | None = None, k: int = 3,
+             backoff_at: float = 0.9) -> dict[str, np.ndarray]:
     """Class indices per method for a batch x (n, D) of raw vectors, plus `base_cosine`,
     `margin`: how sure `margin_of` (default: the last method) is of its answer, its own top-2
     score margin, or the base cosine margin for the methods that only name a winner
@@ -34,6 +35,11 @@ def classify(view: ViewModel, x: np.ndarray, item_keys: np.ndarray, methods: tup
 
     candidates > 0: the pairwise bracket (and the round robin) holds only each item's top
     `candidates` base classes; "auto": core/tournament.resolve_candidates.
+
+    With a class tree (view.tree), also from `margin_of`'s probabilities: `path_confidence`
+    (n, levels), the probability that the answer's path is right down to each level (NaN below
+    the leaf), and `backoff`, the deepest node of the path at least `backoff_at` likely (node
+    index, -1 for none); core/tree.py.
 
     float64 on purpose: BLAS float32 results for one row change in the last bits with the
     batch it is computed in (measured: thousands of differing entries), so answers and cosines
@@ -45,14 +51,14 @@ def classify(view: ViewModel, x: np.ndarray, item_keys: np.ndarray, methods: tup
     """
     rows = max(1, CLASSIFY_CELLS // max(view.n_classes, 1))
     if len(x) <= rows:
-        return _classify_rows(view, x, item_keys, methods, candidates, margin_of, k)
+        return _classify_rows(view, x, item_keys, methods, candidates, margin_of, k, backoff_at)
     parts = [_classify_rows(view, x[start : start + rows], item_keys[start : start + rows], methods, candidates,
-                            margin_of, k) for start in range(0, len(x), rows)]
+                            margin_of, k, backoff_at) for start in range(0, len(x), rows)]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def _classify_rows(view: ViewModel, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...],
-                   candidates: int | str, margin_of: str | None, k: int) -> dict[str, np.ndarray]:
+                   candidates: int | str, margin_of: str | None, k: int, backoff_at: float) -> dict[str, np.ndarray]:
     x_unit = unit_rows64(x)
     base = base_assign(x_unit, view.vectors64)
     bracket = resolve_candidates(candidates, view.n_classes)
@@ -73,4 +79,9 @@ def _classify_rows(view: ViewModel, x: np.ndarray, item_keys: np.ndarray, method
                                   view.calibration.get(method if own else "base", 1.0))
             out["confidence"] = probs[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
             out["top"], out["top_p"] = top_k(probs, k, first=labels)
+            if view.tree is not None:
+                # as published (float32), so that the back-off is what a reader of the column finds
+                path_confidence = view.tree.path_confidence(probs, labels).astype(np.float32).astype(np.float64)
+                out["path_confidence"] = path_confidence
+                out["backoff"] = view.tree.backoff(labels, path_confidence, backoff_at)
     return out

@@ -22,6 +22,7 @@ import numpy as np
 from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
 from pairspark.core.scorers import Scorer
 from pairspark.core.stats import ClassMoments
+from pairspark.core.tree import Tree
 
 # Up to this many pairs (256 classes: 32,640) the masks are built at fit and stored with the model
 # (fastest to classify, a few MB); above, they are made on demand (ViewModel.on_demand). At 1,000
@@ -50,6 +51,8 @@ class ViewModel:
     # per method with per-class scores, the temperature of its probabilities (core/calibration.py);
     # a method missing here (a model from before calibration) gets 1.0
     calibration: dict[str, float] = field(default_factory=dict)
+    # the classes' taxonomy (core/tree.py), whose leaves class_ids are; None for a flat class list
+    tree: Tree | None = None
     # `derived`'s memos: shipped with the view, and kept to the process that built them
     _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _local: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -100,6 +103,7 @@ def fit_view(
     mask_settings: MaskSettings,
     min_margin_used: float = 0.0,
     scorers: dict[str, Scorer] | None = None,
+    tree: Tree | None = None,
 ) -> ViewModel:
     """A view fitted on its confident statistics. A view that makes its masks on demand keeps its
     statistics as the model directory stores them (ClassMoments.stored), so that the masks made
@@ -115,4 +119,5 @@ def fit_view(
         min_margin_used=min_margin_used,
         mask_settings=mask_settings,
         scorers=dict(scorers or {}),
+        tree=tree,
     )

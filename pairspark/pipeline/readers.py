@@ -23,10 +23,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pairspark.config import Settings
-from pairspark.core.columns import ITEM_ID, answer_names
+from pairspark.core.columns import ITEM_ID
 from pairspark.errors import UsageError
 from pairspark.ml import PairwiseTournamentModel
 from pairspark.spark.arrow_scan import ArrowScan, eligibility
+from pairspark.spark.transform import model_answer_names
 from pairspark.spark.io import TABLE_PREFIX, by_name, read_source
 from pairspark.spark.items import is_set_aside, set_aside_rows
 from pairspark.views import View
@@ -91,7 +92,7 @@ class SparkReader:
         # persisting every vector would hold the whole catalog in memory and on disk again)
         invalid = is_set_aside()
         label = [F.col(label_col).cast("string").alias(LABEL)] if label_col else []
-        answers = answer_names([v.name for v in model.view_models], model.run_methods)
+        answers = model_answer_names(model.view_models, model.run_methods)
         return model.transform(self.items).select(
             F.col(ITEM_ID).cast("string").alias(ID), *label,
             *[F.when(invalid, by_name(c)).alias(c) for c in self.items.columns], *answers)

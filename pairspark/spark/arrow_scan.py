@@ -67,11 +67,11 @@ class ArrowScan:
     items: DataFrame  # spark.read.parquet of the same path: schema, duplicates, quarantine rows
 
     def classified(self, view_models: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
-                   id_column: str, label: tuple[str, str] | None, batch_rows: int) -> DataFrame:
+                   id_column: str, label: tuple[str, str] | None, batch_rows: int, backoff_at: float = 0.9) -> DataFrame:
         """Lazily: per item row, `id_column` (item_id as a string), the label as a string (label:
         (items column, output name)), answer_fields, FILE and ROW; every check of core/validate.py
         but the duplicate one (with_duplicates). No Spark job runs here."""
-        classify = batch_answers(view_models, methods, candidates, top_k, self.items.sparkSession)
+        classify = batch_answers(view_models, methods, candidates, top_k, self.items.sparkSession, backoff_at)
         fields = answer_fields(view_models, methods)
         columns = [ITEM_ID, *dict.fromkeys(v.column for v in view_models)] + ([label[0]] if label else [])
         columns = list(dict.fromkeys(columns))

@@ -93,7 +93,7 @@ def fit_views(valid: ItemRows, views: list[View], tables: dict[str, ClassTable],
                         scorers, held_out)
     fitted_views = [
         fit_view(v.name, v.column, tables[v.name].class_ids, tables[v.name].vectors, moments[v.name],
-                 params.mask_settings(), margins[v.name], scorers[v.name])
+                 params.mask_settings(), margins[v.name], scorers[v.name], tables[v.name].tree)
         for v in views
     ]
     calibration = None

@@ -16,8 +16,9 @@ from pyspark.sql import types as T
 
 from pairspark.views import View
 from pairspark.core.batches import ClassTable
-from pairspark.core.columns import CLASS_ID, ITEM_ID, VERIFIED
+from pairspark.core.columns import CLASS_ID, ITEM_ID, PARENT_ID, VERIFIED
 from pairspark.core.cosine import ensemble_prompts
+from pairspark.core.tree import Tree
 from pairspark.errors import UsageError
 from pairspark.spark.compat import create_frame, to_arrow
 
@@ -109,11 +110,17 @@ def load_classes(spark: SparkSession, path: str, views: list[View], fmt: str | N
     classes = read_source(spark, path, "classes", fmt)
     require_columns(classes, [CLASS_ID], f"classes table {path}")
     columns = {v.name: class_column(classes, v) for v in views}
-    rows = classes.select(CLASS_ID, *[vector_column(classes, c, "classes").alias(c) for c in sorted(set(columns.values()))]).toPandas()
+    parent = [F.col(PARENT_ID).cast("string").alias(PARENT_ID)] if PARENT_ID in classes.columns else []
+    rows = classes.select(CLASS_ID, *parent, *[vector_column(classes, c, "classes").alias(c)
+                                               for c in sorted(set(columns.values()))]).toPandas()
     ids = rows[CLASS_ID]
     if ids.isna().any():
         raise UsageError(f"classes table {path} has a null class_id")
     rows = rows.sort_values(CLASS_ID, kind="stable").reset_index(drop=True)
+    tree = None
+    if parent:  # a taxonomy: the classes are its leaves; the inner nodes' prompts are not read (METHOD.md "Trees")
+        tree = class_tree(rows, path)
+        rows = rows[rows[CLASS_ID].astype(str).isin(set(tree.leaf_ids))].reset_index(drop=True)
     codes, class_ids = pd.factorize(rows[CLASS_ID].astype(str), sort=False)  # sorted order: of first appearance
     prompts = np.bincount(codes, minlength=len(class_ids))
     if len(class_ids) < 2:
@@ -123,6 +130,9 @@ def load_classes(spark: SparkSession, path: str, views: list[View], fmt: str | N
         column = columns[view.name]
         vectors = rows[column]
         bad = [cid for cid, v in zip(rows[CLASS_ID], vectors) if v is None or len(v) == 0]
+        if bad and tree is not None:
+            raise UsageError(f"classes column {column} is null or empty for leaf {bad[0]} of the class tree: a leaf "
+                             "needs a prompt in every view (an inner node may have none)")
         if bad:
             raise UsageError(f"classes column {column} is null or empty for class {bad[0]}")
         lengths = {len(v) for v in vectors}
@@ -138,8 +148,22 @@ def load_classes(spark: SparkSession, path: str, views: list[View], fmt: str | N
         cancelled = np.flatnonzero(~vectors.any(axis=1))
         if len(cancelled):
             raise UsageError(f"classes column {column}: the prompts of class {class_ids[cancelled[0]]} cancel out (their mean is 0)")
-        out[view.name] = ClassTable(list(map(str, class_ids)), vectors.astype(np.float32), tuple(int(c) for c in prompts))
+        out[view.name] = ClassTable(list(map(str, class_ids)), vectors.astype(np.float32), tuple(int(c) for c in prompts),
+                                    tree)
     return out
+
+
+def class_tree(rows: pd.DataFrame, path: str) -> Tree:
+    """The taxonomy of a classes table's (class_id, parent_id) rows: a class may have several
+    prompt rows, all with the same parent. Every problem is a one-line UsageError."""
+    parents: dict[str, str | None] = {}
+    for cid, parent in zip(rows[CLASS_ID].astype(str), rows[PARENT_ID]):
+        parent = None if parent is None or (isinstance(parent, float) and np.isnan(parent)) else str(parent)
+        if cid in parents and parents[cid] != parent:
+            raise UsageError(f"classes table {path}: class {cid!r} has rows with different parent_id "
+                             f"({parents[cid]!r} and {parent!r}); a node of the tree has one parent")
+        parents[cid] = parent
+    return Tree.of(list(parents), list(parents.values()), f"classes table {path}")
 
 
 def require_rows(df: DataFrame, what: str) -> None:

@@ -34,6 +34,7 @@ from pairspark.core.scorers import Scorer
 from pairspark.core.tournament import pair_index
 from pairspark.core.model import ViewModel
 from pairspark.core.stats import ClassMoments
+from pairspark.core.tree import Tree
 from pairspark.errors import UsageError
 from pairspark.spark.io import read_parquet
 from pairspark.spark.compat import create_frame, to_arrow
@@ -214,6 +215,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
     classes = _read_table(spark, f"{path}/classes.parquet", "model classes").to_pandas()
     scorers = _read_table(spark, f"{path}/scorers.parquet", "model scorers")
     mask_settings = MaskSettings(**meta["mask_settings"])
+    tree = tree_of_meta(meta["tree"]) if meta.get("tree") else None
     views = []
     for view in meta["views"]:
         name = view["name"]
@@ -237,6 +239,7 @@ def load_model(spark: SparkSession, path: str) -> tuple[list[ViewModel], dict]:
                 mask_settings=mask_settings,
                 scorers=_read_scorers(scorers, name, class_ids, view.get("scorers", {}), path),
                 calibration={m: float(t) for m, t in view.get("calibration", {}).items()},
+                tree=tree,
             )
         )
     return views, metadata
@@ -256,6 +259,16 @@ def _view_masks(view: dict, masks: pa.Table, index: dict[str, int], path: str, w
     if kind == "on_demand":
         return None
     return _read_masks(masks, view["name"], index, int(view["dim"]), path)
+
+
+def tree_meta(tree: Tree) -> dict:
+    """The class tree as the model's metadata keeps it: nodes (sorted) and each one's parent."""
+    return {"nodes": list(tree.node_ids), "parents": [tree.node_ids[p] if p >= 0 else None for p in tree.parent],
+            "levels": tree.max_depth, "leaves": len(tree.leaves)}
+
+
+def tree_of_meta(meta: dict) -> Tree:
+    return Tree.of(meta["nodes"], meta["parents"], "model metadata")
 
 
 def model_view_meta(v: ViewModel, confident_items: int) -> dict:

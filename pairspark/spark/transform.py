@@ -47,20 +47,42 @@ TOP_TYPE = T.ArrayType(T.StructType([T.StructField(TOP_CLASS, T.StringType()), T
 _TOP_ARROW = pa.list_(pa.struct([pa.field(TOP_CLASS, pa.string()), pa.field(TOP_SCORE, pa.float32())]))
 
 
+def model_answer_names(view_models: list[ViewModel], methods: tuple[str, ...]) -> list[str]:
+    """core/columns.answer_names of these views (with the path columns when they have a class tree)."""
+    return answer_names([v.name for v in view_models], methods, tree=bool(view_models) and view_models[0].tree is not None)
+
+
 def answer_fields(view_models: list[ViewModel], methods: tuple[str, ...]) -> list[T.StructField]:
-    """The columns transform adds, in order (REASON last): core/columns.answer_names with their types."""
+    """The columns transform adds, in order (REASON last): model_answer_names with their types."""
     per_view = [T.StringType()] * len(methods) + [T.StringType(), T.FloatType(), T.FloatType(), T.FloatType(), TOP_TYPE]
+    if view_models and view_models[0].tree is not None:
+        per_view += [T.ArrayType(T.StringType()), T.ArrayType(T.FloatType()), T.StringType()]
     types = [t for _ in view_models for t in per_view] + [T.StringType()]
-    return [T.StructField(name, dtype) for name, dtype in zip(answer_names([v.name for v in view_models], methods), types)]
+    return [T.StructField(name, dtype) for name, dtype in zip(model_answer_names(view_models, methods), types)]
 
 
 def answer_columns(view_models: list[ViewModel], methods: tuple[str, ...]) -> list[str]:
     """The names of answer_fields but REASON: the columns nulled for a row set aside."""
-    return [name for name in answer_names([v.name for v in view_models], methods) if name != REASON]
+    return [name for name in model_answer_names(view_models, methods) if name != REASON]
 
 
 def _arrow_type(dtype: T.DataType) -> pa.DataType:
-    return {T.StringType(): pa.string(), T.FloatType(): pa.float32()}.get(dtype, _TOP_ARROW)
+    return {T.StringType(): pa.string(), T.FloatType(): pa.float32(), T.ArrayType(T.StringType()): pa.list_(pa.string()),
+            T.ArrayType(T.FloatType()): pa.list_(pa.float32())}.get(dtype, _TOP_ARROW)
+
+
+def path_arrays(view: ViewModel, answers: np.ndarray, path_confidence: np.ndarray, backoff: np.ndarray) -> list[pa.Array]:
+    """NAME_path (node ids, root first), NAME_path_confidence (float32, as long) and NAME_backoff
+    (a node id, null for none) of a batch's answers (class indices) under view.tree."""
+    tree = view.tree
+    paths = tree.leaf_paths()[answers]
+    present = paths >= 0
+    offsets = pa.array(np.concatenate([[0], np.cumsum(present.sum(axis=1))]).astype(np.int32))
+    names = np.asarray(tree.node_ids, dtype=object)
+    path = pa.ListArray.from_arrays(offsets, pa.array(names[paths[present]], pa.string()))
+    confidence = pa.ListArray.from_arrays(offsets, pa.array(path_confidence[present].astype(np.float32), pa.float32()))
+    back = pa.array(np.where(backoff >= 0, names[np.maximum(backoff, 0)], None), pa.string())
+    return [path, confidence, back]
 
 
 def top_array(class_ids: list[str], top: np.ndarray, top_p: np.ndarray) -> pa.Array:
@@ -127,7 +149,7 @@ BatchAnswers = Callable[[pa.Array, np.ndarray, "pa.Array | None", list[pa.Array]
 
 
 def batch_answers(view_models: list[ViewModel], methods: tuple[str, ...], candidates: int | str, top_k: int = 3,
-                  spark=None) -> BatchAnswers:
+                  spark=None, backoff_at: float = 0.9) -> BatchAnswers:
     """The per-batch function behind every classify path (this module's UDF, spark/arrow_scan.py):
     f(ids, keys, duplicate, vectors) -> StructArray of answer_fields. `ids`: the item ids (any
     type; only their nulls are read), `keys`: uint64 bracket keys, `duplicate`: bool array or None,
@@ -159,12 +181,15 @@ def batch_answers(view_models: list[ViewModel], methods: tuple[str, ...], candid
         for view, column in zip(shipped.get(), vectors):
             column = column if all_valid else column.filter(valid)
             x = batch_matrix(pa.RecordBatch.from_arrays([column], [view.column]), view.column, view.dim)
-            answers = classify_view(view, x, item_keys, methods, candidates, margin_of=primary, k=top_k)
+            answers = classify_view(view, x, item_keys, methods, candidates, margin_of=primary, k=top_k,
+                                    backoff_at=backoff_at)
             subset = [class_names(view.class_ids, answers[m]) for m in methods]
             subset += [class_names(view.class_ids, answers[primary]), pa.array(answers["base_cosine"], pa.float32()),
                        pa.array(answers["margin"].astype(np.float32), pa.float32()),
                        pa.array(answers["confidence"].astype(np.float32), pa.float32()),
                        top_array(view.class_ids, answers["top"], answers["top_p"])]
+            if view.tree is not None:
+                subset += path_arrays(view, answers[primary], answers["path_confidence"], answers["backoff"])
             arrays += subset if spread is None else [a.take(spread) for a in subset]
         arrays.append(reasons)
         return pa.StructArray.from_arrays(arrays, fields=arrow_fields)
@@ -173,11 +198,11 @@ def batch_answers(view_models: list[ViewModel], methods: tuple[str, ...], candid
 
 
 def answers_column(view_models: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str, top_k: int,
-                   vectors: list[Column] | None = None, spark=None) -> Column:
+                   vectors: list[Column] | None = None, spark=None, backoff_at: float = 0.9) -> Column:
     """The struct of answer_fields for each row of a frame holding ITEM_ID, DUPLICATE and the views'
     vectors (`vectors`: one array<float|double> expression per view; default: the views' columns).
     `spark`: the session the column will run in (a large model is shipped to it by reference)."""
-    classify = batch_answers(view_models, methods, candidates, top_k, spark)
+    classify = batch_answers(view_models, methods, candidates, top_k, spark, backoff_at)
     struct_type = T.StructType(answer_fields(view_models, methods))
 
     def on_batch(ids: pa.Array, keys: pa.Array, duplicate: pa.Array, *vectors: pa.Array) -> pa.StructArray:
@@ -189,17 +214,17 @@ def answers_column(view_models: list[ViewModel], methods: tuple[str, ...], seed:
 
 
 def transform_items(items: DataFrame, view_models: list[ViewModel], methods: tuple[str, ...], seed: int, candidates: int | str,
-                    top_k: int = 3) -> DataFrame:
+                    top_k: int = 3, backoff_at: float = 0.9) -> DataFrame:
     """The items, every column kept, plus answer_fields. Lazy: no Spark job runs here."""
     missing = [c for c in [ITEM_ID, *dict.fromkeys(v.column for v in view_models)] if c not in items.columns]
     if missing:
         raise UsageError(f"the items have no column(s) {', '.join(missing)}; they have {', '.join(items.columns)}")
     vectors = [vector_column(items, view.column, "items") for view in view_models]
-    added = answer_names([v.name for v in view_models], methods)
+    added = model_answer_names(view_models, methods)
     clash = [c for c in added if c in items.columns]
     if clash:
         raise UsageError(f"the items already have the output column(s) {', '.join(clash)}: rename or drop them first")
     marked = with_duplicate_flag(items)
     answered = marked.select(*[by_name(c) for c in items.columns], answers_column(view_models, methods, seed, candidates, top_k, vectors,
-                                                                                             items.sparkSession).alias(_ANSWERS))
+                                                                                             items.sparkSession, backoff_at).alias(_ANSWERS))
     return answered.select(*[by_name(c) for c in items.columns], *[F.col(_ANSWERS)[name].alias(name) for name in added])
