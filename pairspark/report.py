@@ -237,6 +237,32 @@ def _confidence_section(report: dict, figures: dict[str, bytes]) -> str:
     return "\n".join(parts)
 
 
+def _tree_section(tree: dict, methods: list[str], primary: str) -> str:
+    """Per level of the class tree: each method's accuracy read up from its leaf, the primary's
+    back-off (coverage and precision per depth) and the ECE of its path confidence."""
+    parts = [f"<h2>Class tree ({tree['nodes']} nodes, {tree['leaves']} leaves, {tree['levels']} levels)</h2>"
+             "<p class='note'>Level k: a path's k-th node (level 1: a root). Accuracy at level k is over the items labelled "
+             "to level k or deeper; NAME_backoff (the primary's) is the deepest node of the path at least backoffAt likely, "
+             "right when it is the label, one of its ancestors, or below a label that stops above the leaves. "
+             f"Paths that are their class's path in the tree: "
+             + ", ".join(f"{html.escape(v)} {c:.4f}" for v, c in tree["consistent"].items() if c is not None) + ".</p>"]
+    levels = [str(k) for k in range(1, tree["levels"] + 1)]
+    if tree.get("agreement"):
+        parts.append(_table(["agreement between the views"] + [f"level {k}" for k in levels],
+                            [[m] + [tree["agreement"][m][k] for k in levels] for m in methods]))
+    for view, by_method in tree.get("vs_label", {}).items():
+        rows = [[m + (" (primary)" if m == primary else "")] + [by_method[m]["by_level"][k]["accuracy"] for k in levels]
+                + [by_method[m]["hierarchical_f1"]] for m in methods]
+        back = tree["backoff"][view]["by_depth"]
+        rows.append(["back-off: coverage / precision"] + [f"{back[k]['coverage']:.3f} / " + ("-" if back[k]["precision"] is None
+                                                          else f"{back[k]['precision']:.4f}") for k in levels]
+                    + [f"none {tree['backoff'][view]['none']:.3f}"])
+        rows.append(["ECE of the path confidence"] + [tree["calibration"][view][k]["ece"] for k in levels] + [""])
+        parts.append(f"<h3>{html.escape(view)} against the label</h3>"
+                     + _table(["method"] + [f"level {k}" for k in levels] + ["hierarchical F1"], rows))
+    return "\n".join(parts)
+
+
 def _candidates_section(candidates: dict) -> str:
     """The candidate rule's recall: how often the true class is among the classes an item plays."""
     k = candidates["bracket"]
@@ -291,6 +317,8 @@ def render_report(report: dict, suspects: list[dict], class_counts: dict, change
 
     if report.get("candidates"):
         parts.append(_candidates_section(report["candidates"]))
+    if report.get("tree"):
+        parts.append(_tree_section(report["tree"], methods, primary))
 
     if report.get("binary"):
         parts.append("<h2>Binary groups (in the group vs not)</h2>")

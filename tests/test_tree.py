@@ -109,3 +109,11 @@ def test_back_off_metrics_by_hand():
     assert m["by_depth"]["1"] == {"coverage": 1 / 8, "precision": 0.0, "items": 1}
     assert m["by_depth"]["2"] == {"coverage": 3 / 8, "precision": 1.0, "items": 3}
     assert m["by_depth"]["3"] == {"coverage": 2 / 8, "precision": 0.5, "items": 2}
+
+
+def test_level_agreement_by_hand():
+    from pairspark.core.tree import level_agreement
+
+    t = small()
+    got = level_agreement(t, {("A2x", "A2y"): 2, ("A1", "A2x"): 1, ("B1", "A1"): 1, ("A2x", None): 4})
+    assert got == {"1": 0.75, "2": 2 / 4, "3": 0.0}

@@ -249,3 +249,19 @@ def backoff_metrics(tree: Tree, cells: dict[tuple[str, str | None], int]) -> dic
                                   "precision": float(right[d] / answered[d]) if answered[d] else None,
                                   "items": int(answered[d])} for d in range(levels)},
     }
+
+
+def level_agreement(tree: Tree, cells: dict[tuple[str, str], int]) -> dict[str, float | None]:
+    """Per level k, the share of items whose two answers (node ids, cell counts) have the same
+    level-k node, over the items where both reach level k."""
+    index = {node: i for i, node in enumerate(tree.node_ids)}
+    same = np.zeros(tree.max_depth)
+    both = np.zeros(tree.max_depth)
+    for (a, b), n in cells.items():
+        if a not in index or b not in index:
+            continue
+        x, y = tree.ancestry[index[a]], tree.ancestry[index[b]]
+        reach = (x >= 0) & (y >= 0)
+        both += n * reach
+        same += n * (reach & (x == y))
+    return {str(k + 1): float(same[k] / both[k]) if both[k] else None for k in range(tree.max_depth)}

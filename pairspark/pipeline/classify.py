@@ -21,6 +21,7 @@ from pairspark.pipeline.readers import ID, LABEL, classify_reader, read_items
 from pairspark.pipeline.stage import now, source_ref, stage, versions
 from pairspark.spark.io import labels_frame, read_labels, read_parquet, require_columns
 from pairspark.spark.fs import FileSystem
+from pairspark.spark.model_io import tree_meta
 from pairspark.spark.items import ERROR, check_item_dims, count_by_reason, require_item_columns, stop_on_set_aside, valid_rows
 from pairspark.spark.publish import atomic_output
 from pairspark.spark.tables import publish_table
@@ -126,6 +127,8 @@ def _publish_classified(spark, answered: DataFrame, quarantine: DataFrame, model
             "seed": model.getSeed(),
             "candidates": model.getCandidates(),
             "top_k": model.getTopK(),
+            **({"backoff_at": model.getBackoffAt(), "tree": tree_meta(view_models[0].tree)}
+               if view_models[0].tree is not None else {}),
             "model": fs.qualify(model_dir),
             "items": source_ref(fs, items_path),
             "items_format": settings.items_format,

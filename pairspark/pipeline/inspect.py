@@ -24,7 +24,7 @@ from pairspark.core.tournament import resolve_candidates
 from pairspark.spark.evaluate import candidate_recall, evaluate_predictions
 from pairspark.spark.io import TABLE_PREFIX, read_parquet, read_source, require_columns
 from pairspark.spark.fs import FileSystem
-from pairspark.spark.model_io import read_class_vectors
+from pairspark.spark.model_io import read_class_vectors, tree_of_meta
 from pairspark.spark.publish import atomic_output
 from pairspark.spark.review import REASONS as REVIEW_REASONS
 from pairspark.spark.review import csv_frame as review_csv
@@ -49,7 +49,7 @@ def evaluate(spark: SparkSession, predictions_dir: str, out: str, label_col: str
             predictions = predictions.where(F.col(VERIFIED_LABEL).isNull())
         label_col = label_col or info.get("label_column")
         report = evaluate_predictions(predictions, info["views"], info["methods"], info["class_ids"], label_col,
-                                      parse_binary(binary))
+                                      parse_binary(binary), tree_of_meta(info["tree"]) if info.get("tree") else None)
         report["counts"].update(info["counts"])
         if verified is not None:
             report["counts"]["verified_excluded"] = verified  # every metric is over the other items

@@ -15,11 +15,12 @@ import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pairspark.core.columns import class_col, confidence_col, method_col
+from pairspark.core.columns import backoff_col, class_col, confidence_col, method_col, path_col, path_confidence_col
 from pairspark.core.calibration import ECE_BINS, SELECTIVE_THRESHOLDS, expected_calibration_error, reliability_from_sums
 from pairspark.core.cosine import unit_rows64
 from pairspark.core.columns import ITEM_ID
 from pairspark.core.metrics import label_ranks, metrics_from_cells, recall_at
+from pairspark.core.tree import Tree, backoff_metrics, level_agreement, tree_metrics
 from pairspark.errors import UsageError
 from pairspark.spark.compat import to_arrow
 from pairspark.spark.io import vector_column
@@ -100,9 +101,11 @@ def evaluate_predictions(
     classes: list[str],
     label_col: str | None = None,
     binary: dict[str, list[str]] | None = None,
+    tree: Tree | None = None,
 ) -> dict:
     """metrics.json content: counts, agreement (second view is the reference), vs_label, class
-    counts, and per binary group (classes in the group vs the rest) the same collapsed."""
+    counts, per binary group (classes in the group vs the rest) the same collapsed, and with a
+    class tree its `tree` section (tree_section)."""
     if label_col and label_col not in predictions.columns:
         raise UsageError(
             f"predictions have no label column {label_col!r} (columns: {', '.join(predictions.columns)}); "
@@ -133,6 +136,8 @@ def evaluate_predictions(
         return pairs.add(_none(), F.col(method_col(v, m))), 1
 
     sizes = {v: {m: size_pair(v, m) for m in methods} for v in view_names}
+    backoff = ({v: pairs.add(F.col(label_col), F.col(backoff_col(v))) for v in view_names}
+               if tree is not None and label_col else {})
     groups = {}
     for group, members in (binary or {}).items():
         def collapse(column: str, members=members, group=group) -> Column:
@@ -165,6 +170,11 @@ def evaluate_predictions(
 
     if all(confidence_col(v) in predictions.columns for v in view_names):
         report.update(calibration_metrics(predictions, view_names, label_col))
+    if tree is not None:
+        report["tree"] = tree_section(predictions, tree, view_names, methods, label_col,
+                                      {m: counts[i] for m, i in agreement.items()},
+                                      {v: {m: counts[i] for m, i in by.items()} for v, by in vs_label.items()},
+                                      {v: counts[i] for v, i in backoff.items()})
     if binary:
         report["binary"] = {}
         for group, members in binary.items():
@@ -260,4 +270,75 @@ def candidate_recall(predictions: DataFrame, items: DataFrame, views: list[tuple
         ranks = label_ranks(unit_rows64(x), class_vectors.astype(np.float64), label_index)
         out["views"][name] = {"recall": recall_at(ranks), "at_bracket": float(np.mean(ranks <= bracket)) if len(ranks) else 0.0,
                               "labels_not_classes": int((label_index < 0).sum())}
+    return out
+
+
+def tree_section(predictions: DataFrame, tree: Tree, view_names: list[str], methods: list[str], label_col: str | None,
+                 agreement: dict[str, dict], vs_label: dict[str, dict[str, dict]], backoff: dict[str, dict]) -> dict:
+    """metrics.json's `tree`: per level, the views' agreement per method (read up the tree from
+    the leaves they name); with labels (any node), per view and method core/tree.tree_metrics,
+    per view the back-off's precision and coverage per depth (core/tree.backoff_metrics) and the
+    ECE of NAME_path_confidence per level; and `consistent`, the share of rows whose NAME_path
+    is NAME_class's path in the tree (1 by construction: checked, not assumed)."""
+    out: dict = {"levels": tree.max_depth, "nodes": tree.n_nodes, "leaves": len(tree.leaves)}
+    if agreement:
+        out["agreement"] = {m: level_agreement(tree, cells) for m, cells in agreement.items()}
+    if label_col:
+        out["vs_label"] = {v: {m: tree_metrics(tree, cells) for m, cells in by.items()} for v, by in vs_label.items()}
+        out["backoff"] = {v: backoff_metrics(tree, cells) for v, cells in backoff.items()}
+    out.update(_tree_paths(predictions, tree, view_names, label_col))
+    return out
+
+
+def _tree_paths(predictions: DataFrame, tree: Tree, view_names: list[str], label_col: str | None) -> dict:
+    """One aggregation: per view the rows whose path is their class's path, and with labels the
+    reliability of NAME_path_confidence at each level (is the path's level-k node the label's?)."""
+    spark = predictions.sparkSession
+    paths = [(node, [tree.node_ids[a] for a in tree.ancestry[i] if a >= 0]) for i, node in enumerate(tree.node_ids)]
+    nodes = spark.createDataFrame(paths, "node string, path array<string>")
+    df = predictions
+    for v in view_names:
+        df = df.join(F.broadcast(nodes.select(F.col("node").alias(f"_c_{v}"), F.col("path").alias(f"_p_{v}"))),
+                     F.col(class_col(v)) == F.col(f"_c_{v}"), "left")
+    if label_col:
+        df = df.join(F.broadcast(nodes.select(F.col("node").alias("_l"), F.col("path").alias("_lp"))),
+                     F.col(label_col).cast("string") == F.col("_l"), "left")
+    exprs, keys = [], []
+
+    def add(key, value):
+        exprs.append(F.sum(value).alias(f"c{len(keys)}"))
+        keys.append(key)
+
+    def at(column: str, k: int) -> Column:
+        return F.when(F.size(F.col(column)) >= k, F.element_at(F.col(column), k))
+
+    for v in view_names:
+        answered = F.col(class_col(v)).isNotNull()
+        add((v, "answered"), F.when(answered, 1).otherwise(0))
+        add((v, "consistent"), F.when(answered & (F.col(path_col(v)) == F.col(f"_p_{v}")), 1).otherwise(0))
+        if not label_col:
+            continue
+        for k in range(1, tree.max_depth + 1):
+            conf = at(path_confidence_col(v), k).cast("double")
+            usable = conf.isNotNull() & at("_lp", k).isNotNull()
+            right = F.when(at(path_col(v), k) == at("_lp", k), 1).otherwise(0)
+            bin_ = F.least(F.greatest(F.floor(conf * ECE_BINS), F.lit(0)), F.lit(ECE_BINS - 1))
+            for b in range(ECE_BINS):
+                inside = usable & (bin_ == b)
+                for what, value in (("n", F.lit(1)), ("conf", conf), ("right", right)):
+                    add((v, k, b, what), F.when(inside, value).otherwise(0))
+    row = df.agg(*exprs).first()
+    got = {key: float(row[f"c{i}"] or 0) for i, key in enumerate(keys)}
+    out: dict = {"consistent": {v: got[(v, "consistent")] / got[(v, "answered")] if got[(v, "answered")] else None
+                                for v in view_names}}
+    if label_col:
+        out["calibration"] = {}
+        for v in view_names:
+            levels = {}
+            for k in range(1, tree.max_depth + 1):
+                table = reliability_from_sums([got[(v, k, b, "n")] for b in range(ECE_BINS)],
+                                              [got[(v, k, b, "conf")] for b in range(ECE_BINS)],
+                                              [got[(v, k, b, "right")] for b in range(ECE_BINS)])
+                levels[str(k)] = {"ece": expected_calibration_error(table), "items": int(sum(table["items"]))}
+            out["calibration"][v] = levels
     return out
