@@ -32,26 +32,30 @@ GOAL_MEAN_GAIN = 0.08  # issue 5: mean accuracy over the views at least 8 points
 GOAL_WORST_LOSS = 0.01  # ... and never more than 1 point below base on any view
 
 
-# a folder of sets is scanned for flat class tables of up to this many classes: taxonomy trees
-# (parent_id) and open-vocabulary tables of a thousand classes have runs of their own
-FLAT_MAX_CLASSES = 200
+# the robustness table (subsamples of k items per class) is measured on flat sets of up to this
+# many classes: above (fashion_lvis: 1,203 classes, 23 of them labelled), most classes have no item
+ROBUST_MAX_CLASSES = 200
 
 
 def find_sets(folders: list[Path]) -> list[Path]:
-    """Each folder that is a set, and the flat sets (no parent_id, at most FLAT_MAX_CLASSES classes)
-    of each folder of sets."""
+    """Each folder that is a set, and each set of each folder of sets (items.parquet and
+    classes.parquet), in name order."""
     sets = []
     for folder in folders:
         if (folder / "items.parquet").exists() and (folder / "classes.parquet").exists():
             sets.append(folder)
         elif folder.is_dir():
-            for p in sorted(p for p in folder.iterdir() if (p / "items.parquet").exists() and (p / "classes.parquet").exists()):
-                classes = pq.read_table(p / "classes.parquet", columns=["class_id"]).column(0)
-                if "parent_id" in pq.read_schema(p / "classes.parquet").names or len(set(classes.to_pylist())) > FLAT_MAX_CLASSES:
-                    print(f"{p.name}: not a flat class table of at most {FLAT_MAX_CLASSES} classes, left out", file=sys.stderr)
-                    continue
-                sets.append(p)
+            sets += sorted(p for p in folder.iterdir() if (p / "items.parquet").exists() and (p / "classes.parquet").exists())
     return sets
+
+
+def is_tree(folder: Path) -> bool:
+    """A taxonomy (the classes table has parent_id): measured per level (measure_tree)."""
+    return "parent_id" in pq.read_schema(folder / "classes.parquet").names
+
+
+def n_classes(folder: Path) -> int:
+    return len(set(pq.read_table(folder / "classes.parquet", columns=["class_id"]).column(0).to_pylist()))
 
 
 def set_views(folder: Path) -> list[View]:
@@ -324,10 +328,152 @@ def measure(spark, folder: Path, work: Path, seeds: int = ROBUST_SEEDS) -> dict:
     extra = measure_labels_and_single_views(spark, folder, views, work, label) if label and len(views) == 2 else None
     if extra is not None:
         extra["prompts"] = measure_prompts(spark, folder, views, work, label)
-    robustness = measure_robustness(spark, folder, views, work, label, seeds) if label and len(views) == 2 and seeds else None
+    robust = label and len(views) == 2 and seeds and n_classes(folder) <= ROBUST_MAX_CLASSES
+    robustness = measure_robustness(spark, folder, views, work, label, seeds) if robust else None
     return {"set": folder.name, "path": str(folder), "views": [v.name for v in views], "label": label,
             "items": rep["counts"]["items"], "classes": len(rep["agreement"][method]["classes"]) if len(views) == 2 else None,
             "methods": results, "extra": extra, "robustness": robustness}
+
+
+def tree_run(spark, folder: Path, views: list[View], out: Path, label: str) -> dict:
+    """The default methods on a tree set: the report's tree section and the flat confidence's
+    coverage at 0.9 (what the back-off at the leaf is held against)."""
+    settings = load_settings(None, {"warm_start": "off"})
+    items = str(folder / "items.parquet")
+    pipeline.fit(spark, items, str(folder / "classes.parquet"), views, str(out / "model"), settings)
+    pipeline.classify(spark, items, str(out / "model"), str(out / "predictions"), settings, label)
+    report = pipeline.evaluate(spark, str(out / "predictions"), str(out / "report"), label)
+    return {"primary": report["primary_method"], "tree": report["tree"],
+            "flat_at_0.9": {v.name: report["selective"][v.name]["0.9"] for v in views}}
+
+
+def top_down_cosine(folder: Path, views: list[View], label: str) -> dict:
+    """The tree read top-down by cosine (a reference, not a pairspark method): from the roots, the
+    child whose prompt is nearest the item, down to a leaf. A node with no prompt in a view stands
+    for the unit mean of its leaves' prompts. Per view core/tree.tree_metrics of the leaves reached."""
+    import numpy as np
+
+    from pairspark.core.tree import Tree, tree_metrics
+
+    classes = pq.read_table(folder / "classes.parquet").to_pandas()
+    tree = Tree.of(list(classes["class_id"]), [p if isinstance(p, str) else None for p in classes["parent_id"]])
+    items = pq.read_table(folder / "items.parquet").to_pandas()
+    children = [[c for c in range(tree.n_nodes) if tree.parent[c] == n] for n in range(tree.n_nodes)]
+    roots = [n for n in range(tree.n_nodes) if tree.parent[n] < 0]
+    out = {}
+    for view in views:
+        by_id = dict(zip(classes["class_id"], classes[view.column]))
+        own = [None if by_id[n] is None else np.asarray(by_id[n], np.float64) for n in tree.node_ids]
+        own = [None if v is None else v / np.linalg.norm(v) for v in own]
+        prompts = np.zeros((tree.n_nodes, len(next(v for v in own if v is not None))))
+        for n in range(tree.n_nodes):
+            if own[n] is not None:
+                prompts[n] = own[n]
+            else:
+                under = [leaf for leaf in tree.leaves if n in tree.ancestry[leaf]]
+                mean = np.mean([own[leaf] for leaf in under], axis=0)
+                prompts[n] = mean / np.linalg.norm(mean)
+        x = np.stack(items[view.column].to_numpy()).astype(np.float64)
+        cos = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ prompts.T
+        cells: dict = {}
+        for i, lab in enumerate(items[label]):
+            node, options = -1, roots
+            while options:
+                node = max(options, key=lambda c: cos[i, c])
+                options = children[node]
+            key = (lab, tree.node_ids[node])
+            cells[key] = cells.get(key, 0) + 1
+        out[view.name] = tree_metrics(tree, cells)
+    return out
+
+
+def measure_tree(spark, folder: Path, work: Path) -> dict:
+    """A taxonomy set: the default with both views and each alone, per level, and top-down cosine."""
+    views = set_views(folder)
+    label = "label"
+    runs = {"both": tree_run(spark, folder, views, work / folder.name / "both", label)}
+    for view in views:
+        runs[view.name] = tree_run(spark, folder, [view], work / folder.name / f"alone-{view.name}", label)
+    tree = runs["both"]["tree"]
+    print(f"{folder.name:14s} tree " + json.dumps({k: r["tree"]["vs_label"] for k, r in runs.items()})[:1500], flush=True)
+    return {"set": folder.name, "tree": True, "views": [v.name for v in views], "items": tree["backoff"][views[0].name]["items"],
+            "nodes": tree["nodes"], "leaves": tree["leaves"], "levels": tree["levels"], "runs": runs,
+            "top_down": top_down_cosine(folder, views, label)}
+
+
+GOAL_TREE_FLOOR = 0.005  # issue 29: per level, the default at least the best reference - 0.5 point
+GOAL_TREE_GAIN = 0.03  # ... with two views the mean over levels 3 points above flat base read up
+GOAL_BACKOFF_PRECISION = 0.90
+GOAL_TREE_ECE = 0.10
+
+
+def render_trees(trees: list[dict]) -> list[str]:
+    """Per tree set and view: accuracy per level of top-down cosine, base read up and the default
+    (both views, then the view alone), the default's back-off and the ECE of its path
+    confidence, and issue 29's goals checked."""
+    lines: list[str] = []
+    for t in trees:
+        levels = [str(k) for k in range(1, t["levels"] + 1)]
+        lines += [f"## {t['set']}: a class tree ({t['items']:,} items, {t['nodes']} nodes, {t['leaves']} leaves, "
+                  f"{t['levels']} levels; views: {', '.join(t['views'])})", "",
+                  "Accuracy at each level of the tree against the label (level k: the k-th node of the path; over the "
+                  "items labelled to level k or deeper), and hierarchical F1. Every pairspark answer is a leaf of the "
+                  "flat model over the tree's leaves, read up the tree (its path); top-down cosine is a reference that "
+                  "descends from the roots to the child whose prompt is nearest (docs/METHOD.md \"Trees\").", "",
+                  "| view | run | rule | " + " | ".join(f"level {k}" for k in levels) + " | hierarchical F1 |",
+                  "|---|---|---|" + "---|" * (len(levels) + 1)]
+        checks = []
+        for view in t["views"]:
+            rows = [("-", "top-down cosine", t["top_down"][view])]
+            for run in ("both", view):
+                got = t["runs"][run]
+                primary = got["primary"]
+                name = "both views" if run == "both" else "alone"
+                rows += [(name, "base read up", got["tree"]["vs_label"][view]["base"]),
+                         (name, f"**default ({primary}) read up**", got["tree"]["vs_label"][view][primary])]
+            for run_name, rule, m in rows:
+                lines.append(f"| {view} | {run_name} | {rule} | " + " | ".join(f"{m['by_level'][k]['accuracy']:.4f}" for k in levels)
+                             + f" | {m['hierarchical_f1']:.4f} |")
+        lines += ["", "The default's back-off (NAME_backoff at the default backoffAt 0.9): coverage / precision per depth "
+                  "it stops at, the share with none, and the ECE of NAME_path_confidence per level; beside it the flat "
+                  "default's coverage at confidence >= 0.9.", "",
+                  "| view | run | " + " | ".join(f"depth {k}: coverage / precision" for k in levels)
+                  + " | none | flat confidence >= 0.9: coverage | " + " | ".join(f"ECE level {k}" for k in levels) + " |",
+                  "|---|---|" + "---|" * (2 * len(levels) + 2)]
+        for view in t["views"]:
+            for run in ("both", view):
+                got = t["runs"][run]
+                back = got["tree"]["backoff"][view]
+                cells = [f"{back['by_depth'][k]['coverage']:.3f} / " + ("-" if back["by_depth"][k]["precision"] is None
+                                                                        else f"{back['by_depth'][k]['precision']:.4f}") for k in levels]
+                ece = [got["tree"]["calibration"][view][k]["ece"] for k in levels]
+                flat = got["flat_at_0.9"][view]["coverage"]
+                lines.append(f"| {view} | {'both views' if run == 'both' else 'alone'} | " + " | ".join(cells)
+                             + f" | {back['none']:.3f} | {flat:.3f} | " + " | ".join(f"{e:.4f}" for e in ece) + " |")
+                m = got["tree"]["vs_label"][view]
+                primary = m[got["primary"]]
+                best = [max(m["base"]["by_level"][k]["accuracy"], primary["by_level"][k]["accuracy"],
+                            t["top_down"][view]["by_level"][k]["accuracy"]) for k in levels]
+                checks.append((f"{view} ({'both views' if run == 'both' else 'alone'})",
+                               all(primary["by_level"][k]["accuracy"] >= b - GOAL_TREE_FLOOR for k, b in zip(levels, best)),
+                               (sum(primary["by_level"][k]["accuracy"] - m["base"]["by_level"][k]["accuracy"] for k in levels)
+                                / len(levels)) if run == "both" else None,
+                               all(back["by_depth"][k]["precision"] is None or back["by_depth"][k]["precision"] >= GOAL_BACKOFF_PRECISION
+                                   for k in levels),
+                               back["by_depth"][levels[-1]]["coverage"] >= flat - 1e-12,
+                               max(ece) <= GOAL_TREE_ECE,
+                               got["tree"]["consistent"][view] == 1.0))
+        lines += ["", "Goals of issue 29 (met / MISSED): paths of the tree; per level at least the best of base read up, "
+                  "the default read up and top-down cosine - 0.5 point; with two views the mean over levels 3 points above "
+                  "base read up; back-off precision >= 0.90 at every depth it stops at and at the leaf at least the flat "
+                  "default's coverage at confidence >= 0.9; ECE <= 0.10 at every level.", ""]
+        word = lambda ok: "met" if ok else "MISSED"
+        for name, floor, gain, precision, coverage, ece, consistent in checks:
+            lines.append(f"- {name}: paths {word(consistent)}; floor {word(floor)}"
+                         + ("" if gain is None else f"; mean gain over base {gain * 100:+.1f} points {word(gain >= GOAL_TREE_GAIN)}")
+                         + f"; back-off precision {word(precision)}; leaf coverage {word(coverage)}; ECE {word(ece)}")
+        lines.append("")
+    return lines
 
 
 def _fmt(value: float, best: bool, digits: int = 4) -> str:
@@ -335,7 +481,7 @@ def _fmt(value: float, best: bool, digits: int = 4) -> str:
     return f"**{text}**" if best else text
 
 
-def render(sets: list[dict], seconds: float) -> str:
+def render(sets: list[dict], seconds: float, trees: list[dict] | None = None) -> str:
     default = primary_method(default_methods(2))
     lines = [
         "# Results: every method on every evaluation set",
@@ -454,6 +600,7 @@ def render(sets: list[dict], seconds: float) -> str:
                 cells = [*runs["name"][v][:2], *runs["templates"][v][:2]]
                 lines.append(f"| {s['set']}/{v} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
         lines.append("")
+    lines += render_trees(trees or [])
     lines += render_confidence(sets)
     lines += render_robustness(sets)
     return "\n".join(lines)
@@ -583,14 +730,15 @@ def main(argv: list[str] | None = None) -> int:
             # warm-up (JVM, Python workers, numba compilation), not recorded: else the first
             # method timed would pay for it
             run_method(spark, sets[0], set_views(sets[0]), "base", Path(work) / "warm-up", None)
-            measured = [measure(spark, folder, Path(work), args.robust_seeds) for folder in sets]
+            measured = [measure(spark, folder, Path(work), args.robust_seeds) for folder in sets if not is_tree(folder)]
+            trees = [measure_tree(spark, folder, Path(work)) for folder in sets if is_tree(folder)]
     finally:
         spark.stop()
     seconds = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(measured, seconds) + "\n")
+    args.out.write_text(render(measured, seconds, trees) + "\n")
     if args.json:
-        args.json.write_text(json.dumps(measured, indent=1))
+        args.json.write_text(json.dumps(measured + trees, indent=1))
     print(f"wrote {args.out}")
     return 0
 
