@@ -149,3 +149,23 @@ def test_a_class_with_two_parents_or_a_leaf_without_a_prompt_is_a_one_line_usage
     pq.write_table(bare, tmp_path / "bare.parquet")
     with pytest.raises(UsageError, match="is null or empty for leaf b of the class tree: a leaf needs a prompt in every view"):
         pipeline.fit(spark, items_path, str(tmp_path / "bare.parquet"), VIEWS, str(tmp_path / "m2"), load_settings())
+
+
+def test_the_review_queue_takes_the_items_whose_back_off_stops_above_the_leaf_with_the_level_the_views_part(tree_run):
+    _, _, tree, _, folder = tree_run
+    queue = pd.read_parquet(folder / "tree" / "review" / "items").set_index("item_id")
+    summary = json.loads((folder / "tree" / "review" / "summary.json").read_text())
+    above = tree[tree["image_backoff"].isna() | (tree["image_backoff"] != tree["image_class"])]
+    assert len(above) and summary["by_reason"]["backoff_above_leaf"] == len(above)
+    for _, row in above.iterrows():
+        assert "backoff_above_leaf" in queue.loc[row["item_id"], "reasons"]
+    for _, row in tree.iterrows():
+        a, b = list(row["image_path"]), list(row["text_path"])
+        expected = next((k + 1 for k, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        if row["item_id"] in queue.index:
+            got = queue.loc[row["item_id"], "disagree_level"]
+            assert (None if pd.isna(got) else int(got)) == expected
+        else:
+            assert expected is None
+    csv = pd.read_csv(folder / "tree" / "review" / "review.csv")
+    assert csv["image_path"].str.contains(" > ").all()

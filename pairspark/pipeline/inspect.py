@@ -187,7 +187,8 @@ def review(spark: SparkSession, predictions_dir: str, out: str, below: float, la
             items_queued = queue.count()
             summary = {"predictions": fs.qualify(predictions_dir), "below": below, "primary_view": info["views"][0],
                        "label_column": label_col, "items": items_queued,
-                       "by_reason": {r: 0 for r in REVIEW_REASONS} | {r["reason"]: int(r["count"]) for r in rows},
+                       "by_reason": {r: 0 for r in REVIEW_REASONS if r != "backoff_above_leaf" or info.get("tree")}
+                       | {r["reason"]: int(r["count"]) for r in rows},
                        "created_at": now()}
             _write_list(spark, fs, out, queue, "items", ("review.csv", review_csv(queue).limit(csv_rows)), summary,
                         {"items": items_queued})
