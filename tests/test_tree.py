@@ -117,3 +117,75 @@ def test_level_agreement_by_hand():
     t = small()
     got = level_agreement(t, {("A2x", "A2y"): 2, ("A1", "A2x"): 1, ("B1", "A1"): 1, ("A2x", None): 4})
     assert got == {"1": 0.75, "2": 2 / 4, "3": 0.0}
+
+
+def tree_model(seed=5):
+    """A random tree, unit prompts for its leaves and the moments of items assigned to them by cosine."""
+    from pairspark.core.stats import ClassMoments
+
+    rng = np.random.default_rng(seed)
+    t = random_tree(rng, n_roots=3, fanout=(2, 4), depth=3)
+    n_leaves, dim = len(t.leaves), 12
+    prompts = rng.normal(size=(n_leaves, dim))
+    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
+    x = rng.normal(size=(800, dim)) + 2 * prompts[rng.integers(0, n_leaves, 800)]
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = np.argmax(x @ prompts.T, axis=1)
+    labels[labels == 0] = 1  # leaf 0 has no item: its pairs (and its subtree's, if alone) keep every dim
+    return t, prompts, x, labels, ClassMoments.from_batch(x, labels, n_leaves)
+
+
+def test_node_moments_pool_the_items_of_each_subtree():
+    from pairspark.core.tree import node_moments
+
+    t, _, x, labels, leaves = tree_model()
+    nodes = node_moments(t, leaves)
+    for n in range(t.n_nodes):
+        under = [j for j, leaf in enumerate(t.leaves) if n in t.ancestry[leaf]]
+        rows = x[np.isin(labels, under)]
+        assert nodes.count[n] == len(rows)
+        if t.n_nodes and n in t.leaves:  # a leaf's row is its own, bit for bit
+            j = int(np.searchsorted(t.leaves, n))
+            assert np.array_equal(nodes.mean[n], leaves.mean[j]) and np.array_equal(nodes.m2[n], leaves.m2[j])
+        if len(rows):
+            np.testing.assert_allclose(nodes.mean[n], rows.mean(axis=0), atol=1e-12)
+            np.testing.assert_allclose(nodes.m2[n], ((rows - rows.mean(axis=0)) ** 2).sum(axis=0), atol=1e-9)
+
+
+def test_sibling_masks_are_the_flat_masks_of_the_siblings_and_the_tree_tournament_plays_them():
+    """A TreePairCache masks each pair of leaves by the two siblings that hold them: for sibling
+    leaves, their flat mask bit for bit (masks.pair_masks on the leaves); otherwise the flat mask
+    of the two sibling subtrees (masks.pair_masks on the nodes' pooled moments). The on-demand
+    tournament on it equals the stored tournament (core/tournament.py) given those masks."""
+    from pairspark.core.masks import MaskSettings, PairMasks, class_pairs, pair_masks
+    from pairspark.core.ondemand import play_tournament_ondemand
+    from pairspark.core.pair_cache import TreePairCache
+    from pairspark.core.tournament import pair_coefficients, pair_index, play_tournament
+    from pairspark.core.tree import node_moments
+
+    t, prompts, x, _, leaves = tree_model()
+    settings = MaskSettings(ratio_threshold=1.1, min_dims=3)
+    cache = TreePairCache(prompts, t, leaves, settings)
+    flat = pair_masks(leaves, settings)
+    by_node = pair_masks(node_moments(t, leaves), settings)
+    pairs = class_pairs(len(t.leaves))
+    slots = cache.slots(pairs[:, 0], pairs[:, 1])
+    siblings = 0
+    keep = np.zeros((len(pairs), prompts.shape[1]), dtype=bool)
+    for (a, b), slot in zip(pairs, slots):
+        got = cache.dims[cache.starts[slot]:cache.ends[slot]]
+        la, lb = int(t.leaves[a]), int(t.leaves[b])
+        if t.parent[la] == t.parent[lb]:
+            siblings += 1
+            np.testing.assert_array_equal(got, flat[pair_index(a, b, len(t.leaves))])
+        path_a, path_b = t.ancestry[la], t.ancestry[lb]
+        k = int(np.argmax(path_a != path_b))
+        na, nb = sorted((int(path_a[k]), int(path_b[k])))
+        assert t.parent[na] == t.parent[nb]  # the mask is a sibling pair's
+        np.testing.assert_array_equal(got, by_node[pair_index(na, nb, t.n_nodes)])
+        keep[pair_index(a, b, len(t.leaves)), got] = True
+    assert siblings and siblings < len(pairs)
+    masks = PairMasks.from_keep(iter([keep])).compact(prompts.shape[1])
+    keys = np.random.default_rng(1).integers(0, 2**63, size=len(x)).view(np.uint64)
+    want = play_tournament(x, prompts, masks, pair_coefficients(prompts, masks), keys)
+    np.testing.assert_array_equal(play_tournament_ondemand(x, TreePairCache(prompts, t, leaves, settings), keys), want)

@@ -65,7 +65,9 @@ def tree_run(spark, tmp_path_factory):
 
 def test_tree_answers_are_the_flat_answers_on_the_leaves_with_consistent_paths_and_back_off(tree_run):
     report, _, tree, flat, _ = tree_run
-    for column in flat.columns:  # every flat column is unchanged by the tree
+    # every flat column is unchanged by the tree, but the tournament's (its matches use sibling masks:
+    # tests/test_tree.py), which is neither the primary nor calibrated on its own
+    for column in (c for c in flat.columns if not c.endswith("_pairwise")):
         assert tree[column].equals(flat[column]) or all(a == b for a, b in zip(tree[column], flat[column])), column
     for view in ("image", "text"):
         for cls, path, conf, back, leaf_conf in zip(tree[f"{view}_class"], tree[f"{view}_path"],

@@ -30,7 +30,7 @@ from pairspark.core.em import fit_centroid, fit_labelshift, fit_transductive
 from pairspark.core.fitting import Fit, FitContext, Passes
 from pairspark.core.model import ViewModel
 from pairspark.core.ondemand import play_round_robin_ondemand, play_tournament_ondemand
-from pairspark.core.pair_cache import PairCache, worker_cache
+from pairspark.core.pair_cache import PairCache, TreePairCache, worker_cache
 from pairspark.core.rounds import fit_cotrain, fit_selftrain
 from pairspark.core.scorers import Scorer, gnb_scorer, ovr_masks, ovr_scores
 from pairspark.core.tournament import pair_coefficients, pair_weights, play_round_robin, play_tournament
@@ -100,18 +100,27 @@ def stored_weights(view: ViewModel) -> np.ndarray | None:
     return view.derived("pair_weights", lambda v: pair_weights(v.vectors64, v.masks, coefficients(v)), ship=False)
 
 
+def pairs_on_demand(view: ViewModel) -> bool:
+    """Whether the tournaments take their pairs from a per-worker cache (core/pair_cache.py): a view
+    that stores no masks, and a view with a class tree (its matches use sibling masks)."""
+    return view.on_demand or view.tree is not None
+
+
 def prepare_pairs(view: ViewModel) -> object:
     """What the tournaments need, made on the driver: the stored masks' coefficients, or for a
-    view that makes its masks on demand the token that names its per-worker pair cache."""
-    if view.on_demand:
+    view whose pairs are made on demand the token that names its per-worker pair cache."""
+    if pairs_on_demand(view):
         return view.derived("pair_cache_token", lambda v: uuid.uuid4().hex)
     return coefficients(view)
 
 
 def pair_cache(view: ViewModel) -> PairCache:
-    """The pairs this process has made for an on-demand view (core/pair_cache.py): one cache per
-    model per Python worker, found again by every task that ships the same model."""
+    """The pairs this process has made for the view (core/pair_cache.py; a TreePairCache with a
+    class tree): one cache per model per Python worker, found again by every task that ships the
+    same model."""
     def build() -> PairCache:
+        if view.tree is not None:
+            return TreePairCache(view.vectors64, view.tree, view.moments, view.mask_settings)
         return PairCache(view.vectors64, view.moments, view.mask_settings)
 
     token = prepare_pairs(view)
@@ -129,14 +138,14 @@ def gnb(view: ViewModel) -> Scorer:
 
 
 def _tournament(view: ViewModel, batch: Batch) -> Prediction:
-    if view.on_demand:
+    if pairs_on_demand(view):
         return play_tournament_ondemand(batch.x_unit, pair_cache(view), batch.keys, batch.top), None
     return play_tournament(batch.x_unit, view.vectors64, view.masks, coefficients(view), batch.keys, batch.top,
                            stored_weights(view)), None
 
 
 def _round_robin(view: ViewModel, batch: Batch) -> Prediction:
-    if view.on_demand:
+    if pairs_on_demand(view):
         return play_round_robin_ondemand(batch.x_unit, pair_cache(view), batch.base.cosines, batch.top), None
     return play_round_robin(batch.x_unit, view.vectors64, view.masks, coefficients(view), batch.base.cosines,
                             batch.top, stored_weights(view)), None

@@ -108,7 +108,7 @@ def fit_view(
     """A view fitted on its confident statistics. A view that makes its masks on demand keeps its
     statistics as the model directory stores them (ClassMoments.stored), so that the masks made
     from a reloaded model are the bits made from this one."""
-    stored = stores_pairs(len(class_ids))
+    stored = stores_pairs(len(class_ids)) and tree is None  # a tree's matches use sibling masks (TreePairCache)
     return ViewModel(
         name=name,
         column=column,

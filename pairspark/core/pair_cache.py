@@ -25,6 +25,7 @@ import numpy as np
 from pairspark.core import kernels
 from pairspark.core.masks import MaskSettings, select_dims_block
 from pairspark.core.stats import ClassMoments
+from pairspark.core.tree import Tree, node_moments, sibling_ancestors
 
 # Pairs are built in blocks so the (block, D) ratio matrices stay small (4,096 x 768 float64: 25 MB).
 _BUILD_BLOCK = 4096
@@ -33,18 +34,24 @@ CACHE_BYTES = 256 * 2**20
 
 
 def build_pairs(vectors64: np.ndarray, mean: np.ndarray, variance: np.ndarray, usable: np.ndarray,
-                settings: MaskSettings, a: np.ndarray, b: np.ndarray, squares: np.ndarray | None = None):
+                settings: MaskSettings, a: np.ndarray, b: np.ndarray, squares: np.ndarray | None = None,
+                stat_a: np.ndarray | None = None, stat_b: np.ndarray | None = None):
     """Masks and match weights of the pairs (a[i], b[i]), a < b: (lengths (B,), dims (nnz,) uint16,
     weights (nnz,) float64, coefficients (B, 2)), each pair's dims ascending. The expressions of
     masks.pair_masks, tournament.pair_coefficients and kernels.pair_weights, row for row.
-    `squares`: vectors64 ** 2 when the caller keeps it (else computed)."""
+    `squares`: vectors64 ** 2 when the caller keeps it (else computed). `stat_a` / `stat_b`: the
+    rows of mean, variance and usable that make each pair's mask (default a, b; a class tree
+    masks a pair of leaves by the siblings that hold them: TreePairCache)."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    stat_a = a if stat_a is None else np.asarray(stat_a, np.int64)
+    stat_b = b if stat_b is None else np.asarray(stat_b, np.int64)
     squares = vectors64 * vectors64 if squares is None else squares
     lengths, dims, weights, coefs = [], [], [], []
     for start in range(0, len(a), _BUILD_BLOCK):
         pa_, pb = a[start : start + _BUILD_BLOCK], b[start : start + _BUILD_BLOCK]
-        keep = select_dims_block(kernels.pair_ratios(mean, variance, pa_, pb), settings)  # crossvar.cross_ratio's bits
-        keep[~(usable[pa_] & usable[pb])] = True
+        sa, sb = stat_a[start : start + _BUILD_BLOCK], stat_b[start : start + _BUILD_BLOCK]
+        keep = select_dims_block(kernels.pair_ratios(mean, variance, sa, sb), settings)  # crossvar.cross_ratio's bits
+        keep[~(usable[sa] & usable[sb])] = True
         coef = np.zeros((len(pa_), 2), dtype=np.float64)
         for side, cls in ((0, pa_), (1, pb)):
             sums = np.einsum("ij,ij->i", keep, squares[cls])
@@ -123,12 +130,16 @@ class PairCache:
                 if self.nbytes + len(missing) * 12 * self.vectors64.shape[1] > self.max_bytes and len(self._slot):
                     self._reset()  # too big: start over with this batch's pairs
                     missing = unique
+                lo_, hi_ = missing // self.n_classes, missing % self.n_classes
                 lengths, dims, weights, _ = build_pairs(self.vectors64, self.mean, self.variance, self.usable,
-                                                        self.settings, missing // self.n_classes,
-                                                        missing % self.n_classes, self.squares)
+                                                        self.settings, lo_, hi_, self.squares, *self.stat_rows(lo_, hi_))
                 self._append(missing, lengths, dims, weights)
                 found = np.fromiter((self._slot[k] for k in unique.tolist()), np.int64, len(unique))
             return found[inverse.reshape(-1)]
+
+    def stat_rows(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The statistics' rows that mask the pairs (lo, hi): their own classes'."""
+        return None, None
 
     def _append(self, keys: np.ndarray, lengths: np.ndarray, dims: np.ndarray, weights: np.ndarray) -> None:
         need = self._used + len(dims)
@@ -145,6 +156,23 @@ class PairCache:
         self._used = need
         self.built += len(keys)
         self._slot.update(zip(keys.tolist(), range(first, first + len(keys))))
+
+
+class TreePairCache(PairCache):
+    """The pairs of a view whose classes are the leaves of a tree (core/tree.py): a match between
+    two leaves is played on the dims that separate the two siblings holding them (their lowest
+    common ancestor's children; the leaves themselves when they are siblings), with the leaves'
+    own prompts. Only sibling pairs ever make a mask, and a pair of sibling leaves gets exactly
+    its flat mask (tested)."""
+
+    def __init__(self, vectors64: np.ndarray, tree: Tree, moments: ClassMoments, settings: MaskSettings,
+                 max_bytes: int = CACHE_BYTES):
+        super().__init__(vectors64, node_moments(tree, moments), settings, max_bytes)
+        self.n_classes = len(self.vectors64)
+        self.tree = tree
+
+    def stat_rows(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return sibling_ancestors(self.tree, lo, hi)
 
 
 # One PairCache per model per Python worker: the model ships a token (core/methods.py) and every

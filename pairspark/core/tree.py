@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pairspark.core.stats import ClassMoments
 from pairspark.errors import UsageError
 
 
@@ -265,3 +266,38 @@ def level_agreement(tree: Tree, cells: dict[tuple[str, str], int]) -> dict[str, 
         both += n * reach
         same += n * (reach & (x == y))
     return {str(k + 1): float(same[k] / both[k]) if both[k] else None for k in range(tree.max_depth)}
+
+
+def sibling_ancestors(tree: Tree, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For leaves a[i] != b[i] (class indices): the two siblings whose subtrees hold them, the
+    children of their lowest common ancestor on each side (two roots when they share none; the
+    leaves themselves when they are siblings). Node indices."""
+    paths = tree.leaf_paths()
+    pa_, pb = paths[np.asarray(a, np.int64)], paths[np.asarray(b, np.int64)]
+    level = np.argmax(pa_ != pb, axis=1)  # a leaf is no ancestor of another: they part at some level
+    rows = np.arange(len(level))
+    return pa_[rows, level], pb[rows, level]
+
+
+def node_moments(tree: Tree, leaves: ClassMoments) -> ClassMoments:
+    """Moments of every node (rows in node order) over the items of the leaves under it: a leaf's
+    row is its own, bit for bit; an inner node's pools its leaves (count-weighted mean, and m2 the
+    leaves' m2 plus their squared offsets from the pooled mean)."""
+    order, lo, hi = tree._leaf_ranges
+    count = np.zeros(tree.n_nodes, np.int64)
+    mean = np.zeros((tree.n_nodes, leaves.dim))
+    m2 = np.zeros((tree.n_nodes, leaves.dim))
+    for node in range(tree.n_nodes):
+        under = order[lo[node]:hi[node]]
+        if len(under) == 1 and tree.leaves[under[0]] == node:
+            count[node], mean[node], m2[node] = leaves.count[under[0]], leaves.mean[under[0]], leaves.m2[under[0]]
+            continue
+        n = leaves.count[under].astype(np.float64)
+        total = n.sum()
+        count[node] = int(total)
+        if total == 0:
+            continue
+        mean[node] = (n[:, None] * leaves.mean[under]).sum(axis=0) / total
+        offset = leaves.mean[under] - mean[node]
+        m2[node] = leaves.m2[under].sum(axis=0) + (n[:, None] * offset * offset).sum(axis=0)
+    return ClassMoments(count, mean, m2)
