@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from pairspark import pipeline
 from pairspark.config import View, load_settings
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
-from pairspark.core.methods import REGISTRY, Batch, pair_cache, prepare_pairs
+from pairspark.core.classify import classify
+from pairspark.core.methods import REGISTRY, Batch, pair_cache, prepare, prepare_pairs
 from pairspark.core.tournament import resolve_candidates, splitmix64
 from pairspark.core.validate import row_reasons
 from pairspark.core.batches import batch_matrix, class_names
@@ -50,6 +51,38 @@ def prototypes(n_classes: int, dim: int, seed: int) -> dict[str, np.ndarray]:
         emphasis = 1.0 + 2.0 * (rng.random((n_classes, dim)) < 0.15)
         out[view.name] = (common, protos * emphasis / np.linalg.norm(protos * emphasis, axis=1, keepdims=True))
     return out
+
+
+def tree_classes(classes_path: str, shape: tuple[int, ...]) -> str:
+    """The flat catalog's classes as the leaves of a tree of this shape (e.g. 10 roots x 10 x 100:
+    leaf c sits under node c // 100 of level 2, under root c // 1,000), next to them; inner nodes
+    have no prompt. Same leaves, same prompts: the tree run against the flat run is the tree's cost."""
+    flat = pq.read_table(classes_path)
+    n = flat.num_rows
+    if int(np.prod(shape)) != n:
+        raise SystemExit(f"--tree {','.join(map(str, shape))} makes {int(np.prod(shape))} leaves, the catalog has {n} classes")
+    out = str(Path(classes_path).with_name("classes_tree.parquet"))
+    ids, parents = [], []
+    for depth in range(1, len(shape)):
+        width = int(np.prod(shape[:depth]))
+        below = int(np.prod(shape[depth:]))
+        ids += [f"node-{depth}-{i:05d}" for i in range(width)]
+        parents += [None if depth == 1 else f"node-{depth - 1}-{i // shape[depth - 1]:05d}" for i in range(width)]
+    leaf_parent = [f"node-{len(shape) - 1}-{c // shape[-1]:05d}" for c in range(n)]
+    vec = flat.schema.field("image_embedding").type
+    inner = len(ids)
+    table = pa.table({"class_id": pa.array(ids + flat.column("class_id").to_pylist()),
+                      "parent_id": pa.array(parents + leaf_parent, pa.string()),
+                      **{c: pa.concat_arrays([pa.nulls(inner, vec), flat.column(c).combine_chunks()])
+                         for c in ("image_embedding", "text_embedding")}})
+    pq.write_table(table, out)
+    return out
+
+
+def sibling_pair_count(tree) -> int:
+    """Pairs of nodes with the same parent (two roots count as siblings)."""
+    parents, counts = np.unique(tree.parent, return_counts=True)
+    return int((counts * (counts - 1) // 2).sum())
 
 
 def generate(spark, folder: Path, n_items: int, dim: int, n_classes: int, seed: int) -> tuple[str, str]:
@@ -195,6 +228,28 @@ def kernel_profile(items_path: str, model_dir_views, candidates: int | str, batc
     return out
 
 
+def tree_profile(items_path: str, views, candidates, rows: int = 10_000) -> dict:
+    """The tree model's pairs on 10k items of the catalog (in this process): the leaf pairs the
+    tournament built, the distinct sibling pairs whose masks they use, and the tree's sibling pairs."""
+    from pairspark.core.tree import sibling_ancestors
+
+    table = pq.ParquetFile(next(iter(sorted(Path(items_path).glob("*.parquet"))))).read_row_groups([0])
+    out = {}
+    for view in views:
+        tree = view.tree
+        x = batch_matrix(table.slice(0, rows).combine_chunks().to_batches()[0], view.column, view.dim)
+        keys = np.arange(len(x), dtype=np.uint64)
+        prepare(view, ("base", "pairwise"))
+        classify(view, x, keys, ("base", "pairwise"), candidates)
+        cache = pair_cache(view)
+        pairs = np.array(list(cache._slot), dtype=np.int64)
+        a, b = sibling_ancestors(tree, pairs // cache.n_classes, pairs % cache.n_classes)
+        used = len(set(zip(np.minimum(a, b).tolist(), np.maximum(a, b).tolist())))
+        out[view.name] = {"nodes": tree.n_nodes, "leaves": int(len(tree.leaves)), "sibling_pairs": sibling_pair_count(tree),
+                          "leaf_pairs_built_per_10k": int(cache.built), "sibling_masks_used": used}
+    return out
+
+
 def kernel_sweep(out_path: str, sizes: list[tuple[int, int]], seed: int = 0, items: int = 10_000) -> dict:
     """Base vs pairwise kernel cost per 10k items as classes and dims grow (no Spark): masks are
     fitted from synthetic items by the real code path, so their sizes are realistic."""
@@ -286,7 +341,8 @@ def embed_bench(args) -> int:
 
 
 STAGES = ("scan", "fit", "fit_default", "fit_reuse", "load", "base", "pairwise", "cotrain", "classify",
-          "single_process_scan", "single_process_base")
+          "single_process_scan", "single_process_base", "tree_fit", "tree_classify")
+TREE_STAGES = ("tree_fit", "tree_classify")
 
 
 def single_process(items_path: str, classes_path: str, dim: int, cosine: bool) -> int:
@@ -324,7 +380,9 @@ def _ratios(seconds: dict[str, float]) -> dict[str, float]:
     # issue 28's goals, as costs against base classify: the default classify and fit, and the
     # default model's load (load_model of its directory on the driver) against the default classify
     costs = {"classify_cost_vs_base": ("classify", "base"), "fit_default_cost_vs_base": ("fit_default", "base"),
-             "load_cost_vs_classify": ("load", "classify")}
+             "load_cost_vs_classify": ("load", "classify"),
+             # issue 29: the tree's default fit and classify against the flat run over its leaves
+             "tree_classify_cost_vs_flat": ("tree_classify", "classify"), "tree_fit_cost_vs_flat": ("tree_fit", "fit_default")}
     out.update({k: round(seconds[a] / seconds[b], 3) for k, (a, b) in costs.items() if a in seconds and b in seconds})
     # fit ratios are costs: seconds of fit per second of scan
     out.update({f"{f}_vs_scan": round(seconds[f] / seconds["scan"], 3) for f in ("fit", "fit_default", "fit_reuse")
@@ -382,6 +440,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="times each stage runs; the median is reported")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help="stages to time (a model a stage needs is still fitted, once, untimed)")
+    parser.add_argument("--tree", default=None, help="also fit and classify the catalog's classes as the leaves of a "
+                        "tree of this shape, e.g. 10,10,100 (10 roots x 10 x 100 leaves = --classes)")
     parser.add_argument("--driver-memory", default="4g", help="JVM heap in local mode (the executors share it)")
     parser.add_argument("--kernel-sweep", action="store_true",
                         help="instead: base vs pairwise kernels (no Spark) for classes 10..1000 x dims 256..768")
@@ -424,6 +484,8 @@ def main(argv=None) -> int:
     seconds: dict[str, float] = {}
 
     chosen = [x.strip() for x in args.stages.split(",") if x.strip()]
+    if args.tree:
+        chosen += [s for s in TREE_STAGES if s not in chosen]
     unknown = sorted(set(chosen) - set(STAGES))
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
@@ -463,9 +525,18 @@ def main(argv=None) -> int:
     # the default classify: every method the default model was fitted for (base, pairwise, cotrain)
     stage("classify", lambda: pipeline.classify(spark, items_path, str(runs / "model_default"), str(runs / "classify"),
                                                 settings))
+    if args.tree:  # the same catalog with its classes as a tree's leaves: the default fit and classify
+        tree_path = tree_classes(classes_path, tuple(int(x) for x in args.tree.split(",")))
+        stage("tree_fit", lambda: pipeline.fit(spark, items_path, tree_path, VIEWS, str(runs / "model_tree"), settings))
+        stage("tree_classify", lambda: pipeline.classify(spark, items_path, str(runs / "model_tree"),
+                                                         str(runs / "tree_classify"), settings))
     watch.stop()
     cotrain_passes = FileSystem(spark).read_json(str(runs / "model_default" / "meta.json"))["method_fits"]["cotrain"]
 
+    tree_facts = None
+    if args.tree and (runs / "model_tree").exists():
+        tree_views, _ = load_model(spark, str(runs / "model_tree"))
+        tree_facts = tree_profile(items_path, tree_views, settings.candidates)
     views, metadata = load_model(spark, str(runs / "model"))
     meta = metadata["pairspark"]
     profile = kernel_profile(items_path, views, settings.candidates)
@@ -495,6 +566,7 @@ def main(argv=None) -> int:
         "model_dir_goal_mb": round((len(views) * 4 * args.classes * args.dim * 4 + args.dim ** 2 * 4) / 2**20, 1),
         "mask_dims": {v["name"]: v["mask_dims"] for v in meta["views"]},
         "kernel_ms_per_10k_items": profile,
+        **({"tree": tree_facts} if tree_facts else {}),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{n:,} items x {args.dim} dims x {args.classes} classes, {len(VIEWS)} views, {args.master}")
