@@ -16,6 +16,8 @@ from pairspark.config import View, load_settings
 from pairspark.errors import UsageError
 from tests.synthetic import make_catalog, write_catalog
 
+pytestmark = pytest.mark.pyspark35  # also run on pyspark 3.5 by scripts/test
+
 VIEWS = [View("image", "image_embedding"), View("text", "text_embedding")]
 # two roots; r0 > {c00, c01, m} and m > {c02, c03}: ragged depth; r1 > {c04, c05}
 PARENTS = {"r0": None, "r1": None, "m": "r0", "c00": "r0", "c01": "r0", "c02": "m", "c03": "m", "c04": "r1", "c05": "r1"}
