@@ -737,3 +737,41 @@ def test_selftrain_without_labels_needs_every_split_to_reproduce_not_most(monkey
     assert np.median(fact["reproduced"]) >= 0.5 and not fact["trusted"] and fact["trusted_by"] == "reproducibility"
     cos = xs["b"] @ ts["b"].T
     np.testing.assert_array_equal(fit.scorers["b"].predict(xs["b"], cos), cos.argmax(axis=1))
+
+
+class _Fixed:
+    """A stand-in discriminant that answers fixed classes (the guard reads only predict)."""
+
+    def __init__(self, answers):
+        self.answers = np.asarray(answers)
+
+    def predict(self, x, cosines):
+        return self.answers
+
+
+def test_the_stronger_view_guard_reads_nothing_where_the_views_agree_and_else_sends_the_view_that_held_on_to_base():
+    from pairspark.core.rounds import COTRAIN_GUARD_AGREEMENT, stronger_view_guard
+
+    rng = np.random.default_rng(0)
+    n, c = 400, 6
+    image, text = rng.normal(size=(n, c)), rng.normal(size=(n, c))
+    best_image, best_text = image.argmax(axis=1), text.argmax(axis=1)
+    xs = {"image": np.zeros((n, 2)), "text": np.zeros((n, 2))}
+    margins = {"image": 0.0, "text": 0.0}
+    # views that agree on 3 rows of 4: nothing is read beyond the agreement
+    agreeing = text.copy()
+    agreeing[: 3 * n // 4] = image[: 3 * n // 4]
+    model = {"image": _Fixed(best_text), "text": _Fixed(best_image)}
+    fallback, facts = stronger_view_guard(["image", "text"], xs, {"image": image, "text": agreeing}, model, margins)
+    assert fallback == [] and set(facts) == {"agreement"} and facts["agreement"] >= COTRAIN_GUARD_AGREEMENT
+    # views that mostly disagree (random answers: ~1/6 agree): text kept its own answers, image took text's
+    model = {"image": _Fixed(best_text), "text": _Fixed(best_text)}
+    fallback, facts = stronger_view_guard(["image", "text"], xs, {"image": image, "text": text}, model, margins)
+    assert facts["agreement"] == pytest.approx(np.mean(best_image == best_text), abs=1e-4)
+    assert facts["agreement"] < COTRAIN_GUARD_AGREEMENT
+    assert facts["kept"]["text"] == 1.0 and facts["kept"]["image"] < 0.3 and fallback == ["text"]
+    # only the confident answers count (margin at or above the view's threshold); a tie sends none back
+    model = {"image": _Fixed(best_image), "text": _Fixed(best_text)}
+    fallback, facts = stronger_view_guard(["image", "text"], xs, {"image": image, "text": text}, model,
+                                          {"image": np.inf, "text": np.inf})
+    assert facts["kept"] == {"image": 0.0, "text": 0.0} and fallback == []
