@@ -168,7 +168,6 @@ class TreePairCache(PairCache):
     def __init__(self, vectors64: np.ndarray, tree: Tree, moments: ClassMoments, settings: MaskSettings,
                  max_bytes: int = CACHE_BYTES):
         super().__init__(vectors64, node_moments(tree, moments), settings, max_bytes)
-        self.n_classes = len(self.vectors64)
         self.tree = tree
 
     def stat_rows(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
