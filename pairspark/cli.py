@@ -205,11 +205,15 @@ def _stop(spark) -> None:
     one-line error comes last."""
     from pyspark import SparkContext
 
-    from pairspark.spark.session import driver_exit_code
+    from pairspark.spark.session import LOST_DRIVER_WAIT_S, driver_exit_code
 
     if driver_exit_code() is None:
-        spark.stop()
-        return
+        try:
+            spark.stop()
+            return
+        except Exception:  # noqa: BLE001 - a JVM that was still exiting when the run failed
+            if driver_exit_code(LOST_DRIVER_WAIT_S) is None:
+                raise
     server = getattr(SparkContext._active_spark_context, "_accumulatorServer", None)
     if server is not None:
         server.shutdown()

@@ -104,3 +104,29 @@ def test_memory_failures_are_told_apart_from_other_errors():
     worker = RuntimeError("PythonException: Traceback ... numpy._core._exceptions._ArrayMemoryError: MemoryError")
     assert "Python worker" in memory_failure(worker, {}, "yarn")
     assert memory_failure(RuntimeError("Table or view not found"), {}, "local[2]") is None
+
+
+def test_a_lost_connection_waits_for_the_dying_driver_before_naming_its_heap(monkeypatch):
+    """CI's race: a JVM exiting on OutOfMemoryError refuses connections before its process ends.
+    A stand-in driver process that exits with the JVM's out-of-memory code (3) a moment after the
+    connection is lost: read at once it is alive, so the run must wait for it."""
+    import subprocess
+    import sys
+    import types
+
+    from pyspark import SparkContext
+
+    from pairspark.spark.session import driver_exit_code, lost_driver, memory_failure
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(1.5); sys.exit(3)"])
+    monkeypatch.setattr(SparkContext, "_gateway", types.SimpleNamespace(proc=proc))
+    try:
+        lost = RuntimeError("cleanup failed")
+        lost.__context__ = ConnectionRefusedError(111, "Connection refused")
+        assert lost_driver(lost) and not lost_driver(RuntimeError("Table or view not found"))
+        assert driver_exit_code() is None
+        assert "spark.driver.memory 512m" in memory_failure(lost, {"spark.driver.memory": "512m"}, "local[2]")
+        assert driver_exit_code() == 3
+    finally:
+        proc.kill()
+        proc.wait()

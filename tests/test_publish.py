@@ -70,6 +70,24 @@ def test_recover_restores_the_newest_of_several_old_copies(fs, tmp_path):
     assert (tmp_path / "out" / "which").read_text() == "third"
 
 
+def test_a_failed_cleanup_never_hides_why_the_block_failed(fs, tmp_path, monkeypatch):
+    """When the driver JVM dies mid-write, deleting the staging folder fails too: the error the
+    run reports must still be the block's (CI saw a refused connection in its place)."""
+    final = str(tmp_path / "out")
+    with atomic_output(fs, final) as staging:
+        (tmp_path / "good").mkdir()
+    with pytest.raises(RuntimeError, match="the block's own error"):
+        with atomic_output(fs, final) as staging:
+            monkeypatch.setattr(fs, "delete", lambda path: (_ for _ in ()).throw(ConnectionRefusedError(111, "refused")))
+            os.makedirs(staging.replace("file:", ""), exist_ok=True)
+            raise RuntimeError("the block's own error")
+    monkeypatch.undo()
+    assert os.path.isdir(final) and any(n.startswith("out.staging-") for n in os.listdir(tmp_path))
+    with atomic_output(fs, final) as staging:  # the next run clears the leftover
+        os.makedirs(staging, exist_ok=True)
+    assert not any(n.startswith("out.staging-") for n in os.listdir(tmp_path))
+
+
 def test_a_publish_killed_between_the_renames_is_undone_by_the_next_one(spark, tmp_path):
     final = str(tmp_path / "out")
     with atomic_output(spark, final) as staging:

@@ -148,7 +148,8 @@ def atomic_output(spark_or_fs: SparkSession | FileSystem, final: str, marker: di
         yield staging
         fs.write_json(f"{staging}/{SUCCESS}", {"published_by": "pairspark", **(marker or {})})
     except BaseException:
-        fs.delete(staging)
+        with contextlib.suppress(Exception):  # never hide why the block failed (e.g. the JVM died):
+            fs.delete(staging)                # a staging folder left behind goes with the next run
         raise
     _swap(fs, staging, final)
 

@@ -77,13 +77,43 @@ def build_session(
     return spark
 
 
-def driver_exit_code() -> int | None:
-    """The exit code of the driver JVM this process launched, None while it runs (or not ours)."""
+def driver_exit_code(wait: float = 0.0) -> int | None:
+    """The exit code of the driver JVM this process launched, None while it runs (or not ours).
+
+    `wait`: seconds to wait for it to end. A JVM that exits on OutOfMemoryError closes its socket
+    before its process ends (a large heap takes a while to unmap): a call that found the connection
+    refused must wait, or it reads a dying JVM as a live one."""
+    import subprocess
+
     from pyspark import SparkContext
 
     gateway = SparkContext._gateway
     proc = getattr(gateway, "proc", None) if gateway is not None else None
-    return proc.poll() if proc is not None else None
+    if proc is None:
+        return None
+    if wait > 0:
+        try:
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
+    return proc.poll()
+
+
+def lost_driver(error: BaseException | None) -> bool:
+    """Whether `error`, or one it was raised while handling, is the Python side losing its
+    connection to the driver JVM (py4j's network error, a refused or reset socket)."""
+    from py4j.protocol import Py4JNetworkError
+
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, (Py4JNetworkError, ConnectionError)):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+# how long a run that lost its driver waits for the JVM's exit code before it reads it as alive
+LOST_DRIVER_WAIT_S = 30.0
 
 
 def memory_failure(error: BaseException, conf: dict[str, str], master: str) -> str | None:
@@ -93,7 +123,7 @@ def memory_failure(error: BaseException, conf: dict[str, str], master: str) -> s
     if isinstance(error, MemoryError):
         return ("the driver's Python process ran out of memory: run it where it has more (the machine's or "
                 "container's limit), or with fewer classes or items per --arrow-batch-size")
-    driver_died = driver_exit_code() == _JVM_OOM_EXIT
+    driver_died = driver_exit_code(LOST_DRIVER_WAIT_S if lost_driver(error) else 0.0) == _JVM_OOM_EXIT
     if driver_died or ("java.lang.OutOfMemoryError" in text and (master.startswith("local") or "ExecutorLost" not in text
                                                                 and "Lost task" not in text)):
         current = conf.get("spark.driver.memory", "1g (Spark's default)")
