@@ -149,7 +149,7 @@ def test_views_above_256_classes_make_their_masks_on_demand_and_classify_as_stor
     view = fit_view("v", "v_embedding", [f"c{i}" for i in range(300)], prompts, moments, MaskSettings())
     assert view.on_demand and view.masks is None
     # its moments are those a model directory gives back, so a reloaded model makes the same masks
-    np.testing.assert_array_equal(view.moments.mean, moments.stored().mean)
+    np.testing.assert_array_equal(view.moments.mean, moments.stored(compact=True).mean)
     methods.prepare(view, ("base", "pairwise", "roundrobin"))
     token = view._derived["pair_cache_token"]
     assert isinstance(token, str) and "coefficients" not in view._derived

@@ -392,6 +392,45 @@ def test_pair_masks_made_on_demand_give_the_stored_answers(spark, catalog, tmp_p
                 assert a[f"{view}_{method}"].equals(b[f"{view}_{method}"]), (candidates, view, method)
 
 
+def test_a_model_that_makes_its_masks_on_demand_is_written_compact_and_reloads_bit_for_bit(spark, tmp_path):
+    """Issue 28's model directory: above 256 classes the statistics and scorers are float32 and
+    sumsq is not written (4 x C x D float32 per view with one scorer); the fitted view holds the
+    same rounded values, so the reloaded one answers with its bits. A small model stays float64."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pairspark.core.masks import MaskSettings
+    from pairspark.core.model import fit_view
+    from pairspark.core.scorers import Scorer
+    from pairspark.spark.model_io import load_model, model_view_meta, save_model
+    from tests.test_pair_cache import random_model
+
+    for n_classes, compact in ((300, True), (12, False)):
+        prompts, _, moments = random_model(3, n_classes, 16, n_items=2000)
+        rng = np.random.default_rng(n_classes)
+        scorer = Scorer(rng.normal(size=(n_classes, 16)), rng.normal(size=n_classes), None, 0.5, 20.0)
+        view = fit_view("v", "v_embedding", [f"c{i}" for i in range(n_classes)], prompts, moments, MaskSettings(),
+                        scorers={"cotrain": scorer})
+        assert view.on_demand == compact
+        path = str(tmp_path / f"model{n_classes}")
+        save_model(spark, [view], {"pairspark": {"views": [model_view_meta(view, 2000)],
+                                                 "mask_settings": vars(MaskSettings())}}, path)
+        stats = pq.read_table(f"{path}/stats.parquet")
+        weights = pq.read_table(f"{path}/scorers.parquet").schema.field("weights").type.value_type
+        assert ("sumsq" not in stats.column_names) == compact
+        assert stats.schema.field("m2").type.value_type == weights == (pa.float32() if compact else pa.float64())
+        (back,), _ = load_model(spark, path)
+        for name in ("count", "mean", "m2"):
+            np.testing.assert_array_equal(getattr(back.moments, name), getattr(view.moments, name))
+        np.testing.assert_array_equal(back.scorers["cotrain"].weights, view.scorers["cotrain"].weights)
+        np.testing.assert_array_equal(back.scorers["cotrain"].bias, scorer.bias)
+        if compact:  # rounded once, at fit: the fitted view's values are float32 values
+            assert np.array_equal(view.moments.m2, view.moments.m2.astype(np.float32))
+            assert not np.array_equal(view.scorers["cotrain"].weights, scorer.weights)
+        else:
+            np.testing.assert_array_equal(view.scorers["cotrain"].weights, scorer.weights)
+
+
 def test_a_taxonomy_of_10000_classes_fits_and_classifies_a_small_catalog_with_defaults(spark, tmp_path):
     """10,000 classes: 50 million pairs per view, which no model can store; the default run makes
     the pairs its items meet, and its report holds no C x C matrix."""

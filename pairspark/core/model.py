@@ -106,18 +106,20 @@ def fit_view(
     tree: Tree | None = None,
 ) -> ViewModel:
     """A view fitted on its confident statistics. A view that makes its masks on demand keeps its
-    statistics as the model directory stores them (ClassMoments.stored), so that the masks made
-    from a reloaded model are the bits made from this one."""
-    stored = stores_pairs(len(class_ids)) and tree is None  # a tree's matches use sibling masks (TreePairCache)
+    statistics as the model directory gives them back (ClassMoments.stored), and above 256 classes
+    its scorers too (float32: the compact directory, Scorer.stored), so that a reloaded model
+    answers with the bits of this one."""
+    compact = not stores_pairs(len(class_ids))
+    stored = not compact and tree is None  # a tree's matches use sibling masks (TreePairCache)
     return ViewModel(
         name=name,
         column=column,
         class_ids=list(class_ids),
         class_vectors=np.asarray(class_unit, dtype=np.float32),
-        moments=moments if stored else moments.stored(),
+        moments=moments if stored else moments.stored(compact),
         masks=pair_masks(moments, mask_settings) if stored else None,
         min_margin_used=min_margin_used,
         mask_settings=mask_settings,
-        scorers=dict(scorers or {}),
+        scorers={m: (s.stored() if compact else s) for m, s in (scorers or {}).items()},
         tree=tree,
     )

@@ -155,6 +155,13 @@ class Scorer:
     prompt_weight: float = 0.0
     temperature: float = 0.0
 
+    def stored(self) -> Scorer:
+        """This scorer as a compact model directory keeps it (weights and quad in float32, like
+        ClassMoments.stored): what a view that makes its masks on demand classifies with."""
+        return Scorer(self.weights.astype(np.float32).astype(np.float64), self.bias,
+                      None if self.quad is None else self.quad.astype(np.float32).astype(np.float64),
+                      self.prompt_weight, self.temperature)
+
     def scores(self, x_unit: np.ndarray, cosines: np.ndarray) -> np.ndarray:
         s = x_unit @ self.weights.T
         if self.quad is not None:

@@ -51,8 +51,13 @@ class ClassMoments:
         mean = np.where(count[:, None] > 0, sums / np.maximum(count, 1)[:, None], 0.0)
         return cls(count, mean, np.asarray(m2, np.float64))
 
-    def stored(self) -> ClassMoments:
-        """These moments as they come back from a model directory (from_sums of sums)."""
+    def stored(self, compact: bool = False) -> ClassMoments:
+        """These moments as a model directory gives them back: from_sums of the sums and m2, in
+        float32 for a compact directory (spark/model_io.py: above 256 classes, where C x D is the
+        model's bulk). A view whose masks are made from its moments fits with these values, so
+        that the masks made from a reloaded model are the bits made from the fitted one."""
+        if compact:
+            return ClassMoments.from_sums(self.count, self.sums.astype(np.float32), self.m2.astype(np.float32))
         return ClassMoments.from_sums(self.count, self.sums, self.m2)
 
     def merge(self, other: ClassMoments) -> ClassMoments:

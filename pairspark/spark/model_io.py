@@ -2,13 +2,21 @@
 
 MODEL_DIR/metadata/        one JSON line: pyspark.ml's metadata (class, uid, Params) plus
                            "pairspark": views, class order, fits, counts, versions
-MODEL_DIR/stats.parquet    view, class_id, count, sum, sumsq, m2   (confident subset, float64)
+MODEL_DIR/stats.parquet    view, class_id, count, sum, sumsq, m2   (confident subset, float64;
+                           compact: view, class_id, count, sum, m2 in float32, see below)
 MODEL_DIR/masks.parquet    view, class_a, class_b, dims           (class_a < class_b, dims sorted;
                            no rows for a view above 256 classes, whose masks are made on demand
                            from stats.parquet: its metadata says "pair_masks": "on_demand")
 MODEL_DIR/classes.parquet  view, class_index, class_id, vector    (unit prompt vectors used)
 MODEL_DIR/scorers.parquet  view, method, class_id, weights, quad, bias (fitted iterative methods,
                            core/scorers.Scorer; prompt_weight and temperature in the metadata)
+
+A model above 256 classes (whose views make their masks on demand) is written compact:
+its bulk is C x D per view, so stats.parquet keeps sum and m2 in float32 and drops sumsq (derived
+from them), and scorers.parquet keeps weights and quad in float32: 4 x C x D float32 per view with
+the prompt vectors and one scorer, half of the float64 tables. The fitted view already holds those
+rounded values (core/model.fit_view), so a reloaded model answers with the bits of the fitted one.
+The reader takes either form.
 
 Everything is written and read through DataFrames only (no SparkContext, JVM gateway or Hadoop
 FileSystem call), so a model saves and loads the same way on a classic and a Spark Connect
@@ -32,7 +40,7 @@ from pairspark.core.masks import MaskSettings, PairMasks, class_pairs
 from pairspark.core.pair_cache import sample_lengths
 from pairspark.core.scorers import Scorer
 from pairspark.core.tournament import pair_index
-from pairspark.core.model import ViewModel
+from pairspark.core.model import ViewModel, stores_pairs
 from pairspark.core.stats import ClassMoments
 from pairspark.core.tree import Tree
 from pairspark.errors import UsageError
@@ -50,6 +58,9 @@ _STATS = T.StructType(
         T.StructField("m2", T.ArrayType(T.DoubleType(), False), False),
     ]
 )
+_STATS_COMPACT = T.StructType([
+    T.StructField(f.name, T.ArrayType(T.FloatType(), False), False) if f.name in ("sum", "m2") else f
+    for f in _STATS.fields if f.name != "sumsq"])
 _MASKS = T.StructType(
     [
         T.StructField("view", T.StringType(), False),
@@ -135,20 +146,37 @@ _SCORERS_SPARK = T.StructType([
 ])
 _SCORERS = pa.schema([("view", pa.string()), ("method", pa.string()), ("class_id", pa.string()),
                       ("weights", pa.list_(pa.float64())), ("quad", pa.list_(pa.float64())), ("bias", pa.float64())])
+_SCORERS_SPARK_COMPACT = T.StructType([
+    T.StructField(f.name, T.ArrayType(T.FloatType()) if f.name in ("weights", "quad") else f.dataType)
+    for f in _SCORERS_SPARK.fields])
+
+
+def compact(views: list[ViewModel]) -> bool:
+    """Whether the model is written compact (float32 statistics and scorers): above 256 classes,
+    where its views cannot store their pair masks (core/model.fit_view rounds them so at fit)."""
+    return bool(views) and not stores_pairs(views[0].n_classes)
+
+
+def _rows_array(matrix: np.ndarray | None, n: int, dtype) -> pa.Array:
+    """A (n, D) matrix as a list column (one row each), or n nulls for None; no Python loop per row."""
+    if matrix is None:
+        return pa.nulls(n, pa.list_(pa.from_numpy_dtype(dtype)))
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * matrix.shape[1])
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix, dtype=dtype).reshape(-1)))
 
 
 def _scorers_table(views: list[ViewModel]) -> pa.Table:
-    columns: dict[str, list] = {name: [] for name in _SCORERS.names}
+    dtype = np.float32 if compact(views) else np.float64
+    parts = []
     for v in views:
         for method, scorer in sorted(v.scorers.items()):
-            for c, cid in enumerate(v.class_ids):
-                columns["view"].append(v.name)
-                columns["method"].append(method)
-                columns["class_id"].append(cid)
-                columns["weights"].append(scorer.weights[c].tolist())
-                columns["quad"].append(None if scorer.quad is None else scorer.quad[c].tolist())
-                columns["bias"].append(float(scorer.bias[c]))
-    return pa.Table.from_pydict(columns, schema=_SCORERS)
+            n = v.n_classes
+            parts.append(pa.table({
+                "view": pa.array([v.name] * n, pa.string()), "method": pa.array([method] * n, pa.string()),
+                "class_id": pa.array(v.class_ids, pa.string()), "weights": _rows_array(scorer.weights, n, dtype),
+                "quad": _rows_array(scorer.quad, n, dtype), "bias": pa.array(np.asarray(scorer.bias, np.float64))}))
+    schema = _arrow_schema(_SCORERS_SPARK_COMPACT if dtype == np.float32 else _SCORERS_SPARK)
+    return pa.concat_tables([t.cast(schema) for t in parts]) if parts else schema.empty_table()
 
 
 def _read_scorers(table: pa.Table, view: str, class_ids: list[str], settings: dict, path: str) -> dict[str, Scorer]:
@@ -166,16 +194,19 @@ def _read_scorers(table: pa.Table, view: str, class_ids: list[str], settings: di
 
 
 def _stats_table(views: list[ViewModel]) -> pa.Table:
-    columns: dict[str, list] = {f.name: [] for f in _STATS}
+    small = compact(views)
+    dtype = np.float32 if small else np.float64
+    parts = []
     for v in views:
-        m = v.moments
-        columns["view"] += [v.name] * v.n_classes
-        columns["class_id"] += v.class_ids
-        columns["count"] += [int(c) for c in m.count]
-        columns["sum"] += list(m.sums)
-        columns["sumsq"] += list(m.sumsq)
-        columns["m2"] += list(m.m2)
-    return pa.table({k: columns[k] for k in columns}, schema=_arrow_schema(_STATS))
+        m, n = v.moments, v.n_classes
+        columns = {"view": pa.array([v.name] * n, pa.string()), "class_id": pa.array(v.class_ids, pa.string()),
+                   "count": pa.array(np.asarray(m.count, np.int64)), "sum": _rows_array(m.sums, n, dtype)}
+        if not small:
+            columns["sumsq"] = _rows_array(m.sumsq, n, dtype)
+        columns["m2"] = _rows_array(m.m2, n, dtype)
+        parts.append(pa.table(columns))
+    schema = _arrow_schema(_STATS_COMPACT if small else _STATS)
+    return pa.concat_tables([t.cast(schema) for t in parts]) if parts else schema.empty_table()
 
 
 def _classes_table(views: list[ViewModel]) -> pa.Table:
@@ -197,10 +228,11 @@ def _arrow_schema(schema: T.StructType) -> pa.Schema:
 def save_model(spark: SparkSession, views: list[ViewModel], metadata: dict, path: str, overwrite: bool = False) -> None:
     """Write the model's tables and metadata under `path` (each part replaced with overwrite)."""
     mode = "overwrite" if overwrite else "error"
-    _write_table(spark, _stats_table(views), _STATS, f"{path}/stats.parquet", mode)
+    _write_table(spark, _stats_table(views), _STATS_COMPACT if compact(views) else _STATS, f"{path}/stats.parquet", mode)
     _write_table(spark, pa.concat_tables([_masks_table(v) for v in views]), _MASKS, f"{path}/masks.parquet", mode)
     _write_table(spark, _classes_table(views), _CLASSES, f"{path}/classes.parquet", mode)
-    _write_table(spark, _scorers_table(views), _SCORERS_SPARK, f"{path}/scorers.parquet", mode)
+    _write_table(spark, _scorers_table(views), _SCORERS_SPARK_COMPACT if compact(views) else _SCORERS_SPARK,
+                 f"{path}/scorers.parquet", mode)
     write_metadata(spark, metadata, path, mode)
 
 
