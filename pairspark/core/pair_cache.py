@@ -30,7 +30,11 @@ from pairspark.core.tree import Tree, node_moments, sibling_ancestors
 # Pairs are built in blocks so the (block, D) ratio matrices stay small (4,096 x 768 float64: 25 MB).
 _BUILD_BLOCK = 4096
 # What one cache may hold (dims + weights: ~10 bytes per kept dim, ~2.3 KB per pair at 768 dims).
-CACHE_BYTES = 256 * 2**20
+# Small on purpose: at 10,000 classes items share few pairs (100k items met 14 new pairs each of
+# their 15 with a 256 MB cache, 15 with 64 MB), so a large cache mostly costs memory: a Python
+# worker held ~0.5 GB per view in it (measured with scripts/bench's catalog, docs/PERFORMANCE.md).
+# A batch's pairs are held while it plays even beyond this (classify's row chunks keep them few).
+CACHE_BYTES = 64 * 2**20
 
 
 def build_pairs(vectors64: np.ndarray, mean: np.ndarray, variance: np.ndarray, usable: np.ndarray,
@@ -39,13 +43,13 @@ def build_pairs(vectors64: np.ndarray, mean: np.ndarray, variance: np.ndarray, u
     """Masks and match weights of the pairs (a[i], b[i]), a < b: (lengths (B,), dims (nnz,) uint16,
     weights (nnz,) float64, coefficients (B, 2)), each pair's dims ascending. The expressions of
     masks.pair_masks, tournament.pair_coefficients and kernels.pair_weights, row for row.
-    `squares`: vectors64 ** 2 when the caller keeps it (else computed). `stat_a` / `stat_b`: the
+    `squares`: vectors64 ** 2 when the caller keeps it (else each block's rows are squared: the
+    same bits, without a C x D array per cache). `stat_a` / `stat_b`: the
     rows of mean, variance and usable that make each pair's mask (default a, b; a class tree
     masks a pair of leaves by the siblings that hold them: TreePairCache)."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     stat_a = a if stat_a is None else np.asarray(stat_a, np.int64)
     stat_b = b if stat_b is None else np.asarray(stat_b, np.int64)
-    squares = vectors64 * vectors64 if squares is None else squares
     lengths, dims, weights, coefs = [], [], [], []
     for start in range(0, len(a), _BUILD_BLOCK):
         pa_, pb = a[start : start + _BUILD_BLOCK], b[start : start + _BUILD_BLOCK]
@@ -54,7 +58,8 @@ def build_pairs(vectors64: np.ndarray, mean: np.ndarray, variance: np.ndarray, u
         keep[~(usable[sa] & usable[sb])] = True
         coef = np.zeros((len(pa_), 2), dtype=np.float64)
         for side, cls in ((0, pa_), (1, pb)):
-            sums = np.einsum("ij,ij->i", keep, squares[cls])
+            rows_sq = vectors64[cls] * vectors64[cls] if squares is None else squares[cls]
+            sums = np.einsum("ij,ij->i", keep, rows_sq)
             with np.errstate(divide="ignore"):
                 coef[:, side] = np.where(sums > 0, 1.0 / np.sqrt(sums), 0.0)
         rows, cols = np.nonzero(keep)  # row-major: each pair's dims ascending
@@ -93,7 +98,6 @@ class PairCache:
     def __init__(self, vectors64: np.ndarray, moments: ClassMoments, settings: MaskSettings,
                  max_bytes: int = CACHE_BYTES):
         self.vectors64 = np.ascontiguousarray(vectors64, dtype=np.float64)
-        self.squares = self.vectors64 * self.vectors64
         self.mean = np.ascontiguousarray(moments.mean, dtype=np.float64)
         self.variance = np.ascontiguousarray(moments.variance, dtype=np.float64)
         self.usable = moments.count >= settings.min_class_count
@@ -132,7 +136,7 @@ class PairCache:
                     missing = unique
                 lo_, hi_ = missing // self.n_classes, missing % self.n_classes
                 lengths, dims, weights, _ = build_pairs(self.vectors64, self.mean, self.variance, self.usable,
-                                                        self.settings, lo_, hi_, self.squares, *self.stat_rows(lo_, hi_))
+                                                        self.settings, lo_, hi_, None, *self.stat_rows(lo_, hi_))
                 self._append(missing, lengths, dims, weights)
                 found = np.fromiter((self._slot[k] for k in unique.tolist()), np.int64, len(unique))
             return found[inverse.reshape(-1)]
@@ -143,8 +147,8 @@ class PairCache:
 
     def _append(self, keys: np.ndarray, lengths: np.ndarray, dims: np.ndarray, weights: np.ndarray) -> None:
         need = self._used + len(dims)
-        if need > len(self.dims):
-            capacity = max(need, 2 * len(self.dims))
+        if need > len(self.dims):  # doubling, but never past the budget but for what this batch needs
+            capacity = max(need, min(2 * len(self.dims), self.max_bytes // 10))
             self.dims = np.concatenate([self.dims[: self._used], np.zeros(capacity - self._used, np.uint16)])
             self.weights = np.concatenate([self.weights[: self._used], np.zeros(capacity - self._used)])
         self.dims[self._used : need] = dims
