@@ -196,10 +196,11 @@ def test_the_compiled_pair_ratios_are_cross_ratio_bit_for_bit():
 
 
 def test_a_batch_classified_in_row_chunks_gets_the_answers_of_one_piece(monkeypatch):
-    """Above CLASSIFY_CELLS rows x classes a batch goes through in chunks (a worker's memory at
+    """Above CHUNK_CELLS rows x classes a batch goes through in chunks (a worker's memory at
     10,000 classes): every answer and top-k is that of the whole batch, and every published figure
     (float32, as the predictions hold them) too; in float64 a product's last bit may depend on the
     rows beside it, as between any two batchings (core/classify.py)."""
+    from pairspark.core import batches
     from pairspark.core import classify as classify_module
 
     prompts, x, moments = random_model(9, 300, 16, n_items=1000)
@@ -208,7 +209,7 @@ def test_a_batch_classified_in_row_chunks_gets_the_answers_of_one_piece(monkeypa
     methods.prepare(view, wanted)
     keys = np.arange(len(x), dtype=np.uint64) * np.uint64(104729)
     whole = classify_module.classify(view, x, keys, wanted, "auto", margin_of="pairwise", k=3)
-    monkeypatch.setattr(classify_module, "CLASSIFY_CELLS", 300 * 64)  # chunks of 64 rows, the last of 40
+    monkeypatch.setattr(batches, "CHUNK_CELLS", 300 * 64)  # chunks of 64 rows, the last of 40
     chunked = classify_module.classify(view, x, keys, wanted, "auto", margin_of="pairwise", k=3)
     assert whole.keys() == chunked.keys()
     for key in whole:

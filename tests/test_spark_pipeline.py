@@ -392,6 +392,33 @@ def test_pair_masks_made_on_demand_give_the_stored_answers(spark, catalog, tmp_p
                 assert a[f"{view}_{method}"].equals(b[f"{view}_{method}"]), (candidates, view, method)
 
 
+def test_a_fit_pass_in_row_chunks_gives_the_moments_of_whole_batches(spark, catalog, tmp_path, monkeypatch):
+    """A fit's passes work on row chunks of at most CHUNK_CELLS rows x classes, as classify does (a
+    worker at 10,000 classes held 5.5 GB of (rows x C) arrays): chunks of 7 rows give the confident
+    moments of whole batches bit for bit (one merge per batch, its rows in order), and cotrain's
+    sums over the chunks the same discriminants up to the order of the additions."""
+    from pairspark.core import batches
+    from pairspark.spark.model_io import load_model
+
+    (items_path, classes_path), _, _ = catalog
+    settings = load_settings(None, {"min_margin": "0.2", "methods": "base,pairwise,cotrain"})
+    pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "whole"), settings)
+    from pairspark.spark import passes
+
+    monkeypatch.setattr(batches, "CHUNK_CELLS", 5 * 7)  # 5 classes: 7-row chunks
+    sizes = []
+    monkeypatch.setattr(passes, "chunk_rows", lambda n: sizes.append(batches.chunk_rows(n)) or sizes[-1])
+    pipeline.fit(spark, items_path, classes_path, VIEWS, str(tmp_path / "chunked"), settings)
+    assert sizes and set(sizes) == {7}  # every pass ran in 7-row chunks
+    whole, _ = load_model(spark, str(tmp_path / "whole"))
+    chunked, _ = load_model(spark, str(tmp_path / "chunked"))
+    for a, b in zip(whole, chunked):
+        for name in ("count", "mean", "m2"):
+            np.testing.assert_array_equal(getattr(a.moments, name), getattr(b.moments, name))
+        np.testing.assert_allclose(a.scorers["cotrain"].weights, b.scorers["cotrain"].weights, rtol=1e-9, atol=1e-12)
+        assert a.moments.count.sum() > 0
+
+
 def test_a_model_that_makes_its_masks_on_demand_is_written_compact_and_reloads_bit_for_bit(spark, tmp_path):
     """Issue 28's model directory: above 256 classes the statistics and scorers are float32 and
     sumsq is not written (4 x C x D float32 per view with one scorer); the fitted view holds the

@@ -77,6 +77,19 @@ def valid_batches(batches, checks: list[tuple[str, str, int]]):
             yield batch.filter(pc.is_null(reasons))
 
 
+# A batch is worked on in row chunks of at most this many (rows x classes) cells, by classify and
+# by a fit's passes alike: every method holds a few (rows x C) float64 arrays (cosines, scores,
+# probabilities) at once, 800 MB each for a 10,000-row batch at 10,000 classes; chunks keep them
+# ~32 MB. No chunking up to 419 classes at the default 10,000-row batches. Every answer, target
+# and statistic row is a function of its own row.
+CHUNK_CELLS = 2**22
+
+
+def chunk_rows(n_classes: int) -> int:
+    """Rows per chunk at n_classes classes (CHUNK_CELLS)."""
+    return max(1, CHUNK_CELLS // max(n_classes, 1))
+
+
 def view_base(batch: pa.RecordBatch, column: str, table: ClassTable):
     """(unit rows, BaseAssignment) of one view of a batch; float64 as in ViewModel.classify, so fit
     and classify give every item the same base answer."""

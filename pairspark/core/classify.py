@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from pairspark.core.batches import chunk_rows
 from pairspark.core.calibration import answer_scores, probabilities, top_k
 from pairspark.core.cosine import base_assign, top_candidates, unit_rows64
 from pairspark.core.methods import REGISTRY, Batch
 from pairspark.core.model import ViewModel
 from pairspark.core.targets import top_margin
 from pairspark.core.tournament import resolve_candidates
-
-# A batch is classified in row chunks of at most this many (rows x classes) cells: every method
-# holds a few (rows x C) float64 arrays (cosines, scores, probabilities) at once, 800 MB each for a
-# 10,000-row batch at 10,000 classes (a worker peaked at 7.2 GB); chunks keep them ~32 MB. No chunking
-# up to 419 classes at the default 10,000-row batches. Every answer is a function of its own row.
-CLASSIFY_CELLS = 2**22
 
 
 def classify(view: ViewModel, x: np.ndarray, item_keys: np.ndarray, methods: tuple[str, ...],
@@ -47,9 +42,10 @@ def classify(view: ViewModel, x: np.ndarray, item_keys: np.ndarray, methods: tup
     is rounded to float32 and can only flip an exact tie.
 
     The view must be prepared for `methods` (core/methods.prepare), as the driver does once.
-    Rows go through in chunks of at most CLASSIFY_CELLS rows x classes.
+    Rows go through in chunks of at most core/batches.CHUNK_CELLS rows x classes (a worker
+    at 10,000 classes peaked at 7.2 GB before them).
     """
-    rows = max(1, CLASSIFY_CELLS // max(view.n_classes, 1))
+    rows = chunk_rows(view.n_classes)
     if len(x) <= rows:
         return _classify_rows(view, x, item_keys, methods, candidates, margin_of, k, backoff_at)
     parts = [_classify_rows(view, x[start : start + rows], item_keys[start : start + rows], methods, candidates,
