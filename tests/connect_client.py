@@ -24,7 +24,8 @@ import traceback
 from pathlib import Path
 
 # every output column of a view: its answers, and how sure the primary is (cosine, margin, confidence, top-k)
-ANSWER_SUFFIXES = ("_class", "_base", "_pairwise", "_cotrain", "_base_cosine", "_margin", "_confidence", "_top")
+ANSWER_SUFFIXES = ("_class", "_base", "_pairwise", "_cotrain", "_base_cosine", "_margin", "_confidence", "_top",
+                   "_path", "_backoff")  # the last two (and _path_confidence) with a class tree
 OUTPUTS = ("fitted", "loaded", "pipeline", "pipeline_loaded")
 
 _stage = "start"

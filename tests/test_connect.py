@@ -79,6 +79,8 @@ def _answers(spark, folder: Path) -> pd.DataFrame:
     frame = spark.read.parquet(str(folder)).toPandas().sort_values("item_id").reset_index(drop=True)
     for column in [c for c in frame.columns if c.endswith("_top")]:
         frame[column] = [json.dumps([(t["class_id"], float(t["score"]).hex()) for t in top]) for top in frame[column]]
+    for column in [c for c in frame.columns if c.endswith(("_path", "_path_confidence"))]:
+        frame[column] = [json.dumps([x if isinstance(x, str) else float(x).hex() for x in path]) for path in frame[column]]
     return frame
 
 
@@ -125,6 +127,29 @@ def test_a_model_above_the_connect_request_limit_transforms_over_connect_as_on_c
     assert len(pickle.dumps([prepare(v, ("base", "pairwise")) for v in views])) > 128 * 2**20
     expected = _answers(spark, tmp_path / "classic" / "answers" / "large_fitted")
     assert len(expected) == 200 and expected["reason"].isna().all() and expected["image_pairwise"].notna().all()
+    for name in ("large_fitted", "large_loaded"):
+        pd.testing.assert_frame_equal(_answers(spark, tmp_path / "classic" / "answers" / name), expected)
+        pd.testing.assert_frame_equal(_answers(spark, tmp_path / "connect" / "answers" / name), expected,
+                                      obj=f"Connect {name} vs classic")
+
+
+def test_a_class_tree_answers_over_connect_as_on_classic(spark, server, tmp_path):
+    """A classes table with parent_id (tests/test_tree_pipeline.py's ragged tree): paths, path
+    confidences and back-off over Connect, fitted and reloaded, equal the classic session's."""
+    from tests.connect_client import run_large_model
+    from tests.test_tree_pipeline import PARENTS, ancestors, tree_catalog
+
+    items, classes, _ = make_catalog(240, 16, 6, seed=3, noise=1.2)
+    items_path, _, tree_path = tree_catalog(tmp_path / "catalog", items, classes)
+    params = {"classesPath": tree_path, "views": "image=image_embedding,text=text_embedding", "seed": 7}
+    run_client(server, "--large", "--items", items_path, "--params", json.dumps(params), "--out", str(tmp_path / "connect"))
+    run_large_model(spark, items_path, params, tmp_path / "classic")
+
+    expected = _answers(spark, tmp_path / "classic" / "answers" / "large_fitted")
+    assert len(expected) == 240 and expected["reason"].isna().all()
+    for view in ("image", "text"):
+        assert [json.loads(p) for p in expected[f"{view}_path"]] == [ancestors(c) for c in expected[f"{view}_class"]]
+        assert expected[f"{view}_backoff"].dropna().isin(list(PARENTS)).all()
     for name in ("large_fitted", "large_loaded"):
         pd.testing.assert_frame_equal(_answers(spark, tmp_path / "classic" / "answers" / name), expected)
         pd.testing.assert_frame_equal(_answers(spark, tmp_path / "connect" / "answers" / name), expected,
