@@ -192,6 +192,24 @@ def evaluate_predictions(
     return report
 
 
+def reliability_sums(key: tuple, conf: Column, right: Column, usable: Column) -> list[tuple[tuple, Column]]:
+    """The sums behind a reliability table, for one aggregation: per ECE_BINS equal-width bin of
+    `conf` (over the `usable` rows), its items ("n"), confidence ("conf") and right answers
+    ("right"), each keyed (*key, bin, what); `reliability_of` reads them back."""
+    bin_ = F.least(F.greatest(F.floor(conf * ECE_BINS), F.lit(0)), F.lit(ECE_BINS - 1))
+    out = []
+    for b in range(ECE_BINS):
+        inside = usable & (bin_ == b)
+        for what, value in (("n", F.lit(1)), ("conf", conf), ("right", right)):
+            out.append(((*key, b, what), F.sum(F.when(inside, value).otherwise(0))))
+    return out
+
+
+def reliability_of(got: dict, key: tuple) -> dict:
+    """The reliability table of the sums `reliability_sums(key, ...)` gave (core/calibration.py)."""
+    return reliability_from_sums(*([got[(*key, b, what)] for b in range(ECE_BINS)] for what in ("n", "conf", "right")))
+
+
 def calibration_metrics(predictions: DataFrame, view_names: list[str], label_col: str | None) -> dict:
     """Per view, from one aggregation (no item collected): `confidence.VIEW` = items per
     ECE_BINS equal-width bin of NAME_confidence and its mean; with a label column also how the
@@ -205,12 +223,9 @@ def calibration_metrics(predictions: DataFrame, view_names: list[str], label_col
         if label_col:
             usable = usable & F.col(label_col).isNotNull()
         right = F.when(cls == F.col(label_col).cast("string"), 1).otherwise(0) if label_col else F.lit(0)
-        bin_ = F.least(F.greatest(F.floor(conf * ECE_BINS), F.lit(0)), F.lit(ECE_BINS - 1))
-        for b in range(ECE_BINS):
-            inside = usable & (bin_ == b)
-            for what, value in (("n", F.lit(1)), ("conf", conf), ("right", right)):
-                exprs.append(F.sum(F.when(inside, value).otherwise(0)).alias(f"c{len(keys)}"))
-                keys.append((v, "bin", b, what))
+        for key, total in reliability_sums((v, "bin"), conf, right, usable):
+            exprs.append(total.alias(f"c{len(keys)}"))
+            keys.append(key)
         for t in SELECTIVE_THRESHOLDS:
             above = usable & (conf >= t)
             for what, value in (("n", F.lit(1)), ("right", right)):
@@ -222,9 +237,7 @@ def calibration_metrics(predictions: DataFrame, view_names: list[str], label_col
     got = {key: float(row[f"c{i}"] or 0) for i, key in enumerate(keys)}
     confidence, calibration, selective = {}, {}, {}
     for v in view_names:
-        table = reliability_from_sums([got[(v, "bin", b, "n")] for b in range(ECE_BINS)],
-                                      [got[(v, "bin", b, "conf")] for b in range(ECE_BINS)],
-                                      [got[(v, "bin", b, "right")] for b in range(ECE_BINS)])
+        table = reliability_of(got, (v, "bin"))
         total = got[(v, "total", 0, "n")]
         confidence[v] = {"items": int(total), "histogram": table["items"],
                          "mean": sum(got[(v, "bin", b, "conf")] for b in range(ECE_BINS)) / total if total else None}
@@ -322,11 +335,9 @@ def _tree_paths(predictions: DataFrame, tree: Tree, view_names: list[str], label
             conf = at(path_confidence_col(v), k).cast("double")
             usable = conf.isNotNull() & at("_lp", k).isNotNull()
             right = F.when(at(path_col(v), k) == at("_lp", k), 1).otherwise(0)
-            bin_ = F.least(F.greatest(F.floor(conf * ECE_BINS), F.lit(0)), F.lit(ECE_BINS - 1))
-            for b in range(ECE_BINS):
-                inside = usable & (bin_ == b)
-                for what, value in (("n", F.lit(1)), ("conf", conf), ("right", right)):
-                    add((v, k, b, what), F.when(inside, value).otherwise(0))
+            for key, total in reliability_sums((v, k), conf, right, usable):
+                exprs.append(total.alias(f"c{len(keys)}"))
+                keys.append(key)
     row = df.agg(*exprs).first()
     got = {key: float(row[f"c{i}"] or 0) for i, key in enumerate(keys)}
     out: dict = {"consistent": {v: got[(v, "consistent")] / got[(v, "answered")] if got[(v, "answered")] else None
@@ -336,9 +347,7 @@ def _tree_paths(predictions: DataFrame, tree: Tree, view_names: list[str], label
         for v in view_names:
             levels = {}
             for k in range(1, tree.max_depth + 1):
-                table = reliability_from_sums([got[(v, k, b, "n")] for b in range(ECE_BINS)],
-                                              [got[(v, k, b, "conf")] for b in range(ECE_BINS)],
-                                              [got[(v, k, b, "right")] for b in range(ECE_BINS)])
+                table = reliability_of(got, (v, k))
                 levels[str(k)] = {"ece": expected_calibration_error(table), "items": int(sum(table["items"]))}
             out["calibration"][v] = levels
     return out
