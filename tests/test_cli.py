@@ -73,12 +73,13 @@ def test_console_script_runs_the_pipeline_and_reports_bad_paths(tmp_path):
 
 @pytest.mark.slow
 def test_a_driver_out_of_heap_exits_at_once_with_one_line_naming_what_to_raise(tmp_path):
-    """A deliberately small driver heap (512 MB) against statistics of 10,000 classes x 1,024 dims
-    (246 MB per task result): the JVM exits on its OutOfMemoryError (-XX:+ExitOnOutOfMemoryError),
-    and the run fails in seconds, exit code 4, with one line naming spark.driver.memory; it never hangs."""
+    """A deliberately small driver heap (512 MB) against a model of 10,000 classes x 3,072 dims (its
+    compact statistics alone 246 MB, made into a DataFrame on the driver to be written): the JVM exits
+    on its OutOfMemoryError (-XX:+ExitOnOutOfMemoryError), and the run fails in seconds, exit code 4,
+    with one line naming spark.driver.memory; it never hangs."""
     import time
 
-    items, classes, _ = make_catalog(200, 1024, 10_000, seed=1, views=("image",))
+    items, classes, _ = make_catalog(200, 3072, 10_000, seed=1, views=("image",))
     items_path, classes_path = write_catalog(tmp_path / "data", items, classes)
     started = time.monotonic()
     done = _run("fit", "--items", items_path, "--classes", classes_path, "--views", "image=image_embedding",
