@@ -144,8 +144,6 @@ _SCORERS_SPARK = T.StructType([
     T.StructField("weights", T.ArrayType(T.DoubleType())), T.StructField("quad", T.ArrayType(T.DoubleType())),
     T.StructField("bias", T.DoubleType()),
 ])
-_SCORERS = pa.schema([("view", pa.string()), ("method", pa.string()), ("class_id", pa.string()),
-                      ("weights", pa.list_(pa.float64())), ("quad", pa.list_(pa.float64())), ("bias", pa.float64())])
 _SCORERS_SPARK_COMPACT = T.StructType([
     T.StructField(f.name, T.ArrayType(T.FloatType()) if f.name in ("weights", "quad") else f.dataType)
     for f in _SCORERS_SPARK.fields])
@@ -194,18 +192,18 @@ def _read_scorers(table: pa.Table, view: str, class_ids: list[str], settings: di
 
 
 def _stats_table(views: list[ViewModel]) -> pa.Table:
-    small = compact(views)
-    dtype = np.float32 if small else np.float64
+    is_compact = compact(views)
+    dtype = np.float32 if is_compact else np.float64
     parts = []
     for v in views:
         m, n = v.moments, v.n_classes
         columns = {"view": pa.array([v.name] * n, pa.string()), "class_id": pa.array(v.class_ids, pa.string()),
                    "count": pa.array(np.asarray(m.count, np.int64)), "sum": _rows_array(m.sums, n, dtype)}
-        if not small:
+        if not is_compact:
             columns["sumsq"] = _rows_array(m.sumsq, n, dtype)
         columns["m2"] = _rows_array(m.m2, n, dtype)
         parts.append(pa.table(columns))
-    schema = _arrow_schema(_STATS_COMPACT if small else _STATS)
+    schema = _arrow_schema(_STATS_COMPACT if is_compact else _STATS)
     return pa.concat_tables([t.cast(schema) for t in parts]) if parts else schema.empty_table()
 
 

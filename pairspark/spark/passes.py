@@ -164,7 +164,7 @@ def run_pass(valid: ItemRows, views: list[View], tables: dict[str, ClassTable], 
                 if labeller is not None:
                     for name, new in labeller(xs, cosines, verified).items():
                         stats[name] = new if name not in stats else stats[name] + new
-            if confident_rule is not None:  # one merge per batch, over its rows in order, whatever the chunks
+            if confident_rule is not None and batch.num_rows:  # one merge per batch, over its rows in order
                 for view in views:
                     rows, labels = zip(*kept[view.name])
                     moments[view.name] = moments[view.name].merge(
